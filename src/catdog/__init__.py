@@ -1,0 +1,3 @@
+"""catdog: tell dogs from cats, with calibrated probabilities."""
+
+__version__ = "0.1.0"

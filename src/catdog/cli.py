@@ -1,0 +1,161 @@
+"""`catdog SUBCOMMAND ...`: each subcommand is one call into the Python API of the same name.
+
+    catdog download                          # Microsoft's Cats-and-Dogs zip into the cache
+    catdog prepare --data train.zip          # check every image, write the split manifest
+    catdog train --data train.zip [--preset mobilenet] [key=value ...]
+    catdog train --resume runs/NAME          # continue an interrupted run
+    catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
+    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+
+def _download(args) -> int:
+    from catdog.download import download
+
+    print(download(args.url, args.dest, sha256=args.sha256))
+    return 0
+
+
+def _prepare(args) -> int:
+    from catdog.data import prepare
+
+    work = prepare(args.data, args.val_fraction, args.test_fraction, force=args.force)
+    report = json.loads((work / "report.json").read_text())
+    print(f"{report['images']} images from {report['settings']['source']} -> {work}/manifest.csv")
+    for key, count in report["counts"].items():
+        print(f"  {key:<10} {count}")
+    for reason, count in report["skipped_by_reason"].items():
+        print(f"  skipped {count}: {reason}")
+    for item in report["skipped_files"][:20]:
+        print(f"    {item['path']}: {item['reason']}", file=sys.stderr)
+    return 0
+
+
+def _train(args) -> int:
+    from catdog import config
+    from catdog.train import train
+
+    if args.resume:
+        if args.overrides or args.data:
+            raise config.ConfigError("--resume takes the run's own config.json; drop the overrides")
+        print(train(resume=args.resume))
+        return 0
+    overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+    print(train(config.resolve(args.preset, overrides)))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from catdog.evaluate import evaluate, format_table
+
+    print(format_table(evaluate(args.run, args.split, tta=args.tta, batch_size=args.batch_size)))
+    return 0
+
+
+def _predict(args) -> int:
+    from catdog.predict import Predictor
+
+    predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta)
+    failed, rows = 0, []
+    writer = None
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "error"], lineterminator="\n")
+        writer.writeheader()
+    for record in predictor.predict_paths(args.paths):
+        failed += "error" in record
+        rows.append(record)
+        if writer:
+            writer.writerow(record)
+        else:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+    if args.kaggle_submission:
+        _write_submission(args.kaggle_submission, rows)
+    if failed:
+        print(f"catdog: {failed} of {len(rows)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_submission(path: str, rows: list[dict]) -> None:
+    """Kaggle's `id,label` with label = P(dog), id = the numeric file name (test1/123.jpg)."""
+    scored = []
+    for row in rows:
+        if "p_dog" in row:
+            stem = os.path.splitext(os.path.basename(row["path"]))[0]
+            scored.append((int(stem) if stem.isdigit() else stem, row["p_dog"]))
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "label"])
+        out.writerows(sorted(scored, key=lambda item: (isinstance(item[0], str), item[0])))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from catdog.download import MICROSOFT_URL
+
+    parser = argparse.ArgumentParser(prog="catdog", description="Tell dogs from cats.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
+    p.add_argument("--url", default=MICROSOFT_URL)
+    p.add_argument("--dest", help="folder to save into (default: $CATDOG_HOME/downloads)")
+    p.add_argument("--sha256", help="expected SHA-256 of the file")
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("prepare", help="check every image, write a deterministic split manifest")
+    p.add_argument("--data", help="train.zip or a folder (default: $CATDOG_DATA, then the cache)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--force", action="store_true", help="redo even if a manifest exists")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("train", help="train a model into runs/NAME")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=5")
+    p.add_argument("--preset", default="scratch", help="scratch (default), mobilenet or tiny")
+    p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a run on its test split")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files, folders or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--kaggle-submission", metavar="CSV", help="also write Kaggle's id,label file")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    args = build_parser().parse_args(argv)
+    from catdog.archive import ArchiveError
+    from catdog.config import ConfigError
+    from catdog.download import DownloadError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError) as error:
+        print(f"catdog {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"catdog {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Model builders: a CPU-sized CNN from scratch, or an ImageNet backbone with a new head.
+
+Every model takes raw RGB pixels (0..255, any size) and returns one logit, the evidence for
+"dog". Resizing and feature scaling live inside the model, so a saved or served model cannot
+be fed wrongly scaled input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+
+import keras
+from keras.applications import imagenet_utils
+
+from catdog.config import Config
+
+# keras.applications module of each backbone, and the input scaling it was trained with
+# ("tf": -1..1, "torch": ImageNet mean/std, "caffe": BGR minus mean, "raw": inside the backbone).
+BACKBONES = {
+    "MobileNet": ("mobilenet", "tf"),
+    "MobileNetV2": ("mobilenet_v2", "tf"),
+    "MobileNetV3Small": ("mobilenet_v3", "raw"),
+    "MobileNetV3Large": ("mobilenet_v3", "raw"),
+    "EfficientNetB0": ("efficientnet", "raw"),
+    "EfficientNetB1": ("efficientnet", "raw"),
+    "EfficientNetV2B0": ("efficientnet_v2", "raw"),
+    "ConvNeXtTiny": ("convnext", "raw"),
+    "ResNet50": ("resnet", "caffe"),
+    "ResNet50V2": ("resnet_v2", "tf"),
+    "DenseNet121": ("densenet", "torch"),
+    "InceptionV3": ("inception_v3", "tf"),
+    "Xception": ("xception", "tf"),
+    "VGG16": ("vgg16", "caffe"),
+}
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class ImageNetScaling(keras.layers.Layer):
+    """A backbone's own ImageNet input normalisation, as a layer that saves and loads safely."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, pixels):
+        return imagenet_utils.preprocess_input(pixels, data_format="channels_last", mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _scratch_features(x, cfg: Config):
+    """A small ResNet-like CNN: a strided stem, then stages of two 3x3 convs with a shortcut.
+
+    Plain 3x3 convolutions, not separable ones: on a CPU, oneDNN runs them at several times
+    the FLOP rate, so the same time buys more accuracy (measured in benchmarks/).
+    """
+    x = keras.layers.Rescaling(1.0 / 255, name="scaling")(x)
+    x = keras.layers.Conv2D(cfg.width, 3, strides=2, padding="same", use_bias=False, name="stem")(x)
+    # momentum 0.9: moving statistics settle in a few hundred steps, so short runs evaluate well.
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.Activation("relu")(x)
+    for stage in range(cfg.stages):
+        filters = cfg.width * 2**stage
+        shortcut = keras.layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        for _ in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
+            x = keras.layers.Activation("relu")(x)
+        # Down-sample, then add the strided 1x1 shortcut so gradients reach early stages.
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = keras.layers.Add()([x, shortcut])
+    return keras.layers.GlobalAveragePooling2D(name="features")(x)
+
+
+def load_backbone(cfg: Config) -> keras.Model:
+    """`keras.applications.<cfg.model>` without its top, globally pooled.
+
+    `cfg.weights` is "imagenet" (from the Keras cache, `$KERAS_HOME/models`, downloaded when
+    online), "none", or a path to a weights file.
+    """
+    if cfg.model not in BACKBONES:
+        raise ValueError(f"unknown model {cfg.model!r}; choose 'scratch' or one of: {', '.join(BACKBONES)}")
+    module = importlib.import_module(f"keras.applications.{BACKBONES[cfg.model][0]}")
+    constructor = getattr(module, cfg.model)
+    kwargs = dict(include_top=False, pooling="avg", input_shape=(cfg.image_size, cfg.image_size, 3))
+    if BACKBONES[cfg.model][1] == "raw" and cfg.model.startswith("MobileNetV3"):
+        kwargs["include_preprocessing"] = True
+    imagenet = cfg.weights == "imagenet"
+    try:
+        backbone = constructor(weights="imagenet" if imagenet else None, **kwargs)
+    except Exception as error:
+        if not imagenet or "fetch failure" not in str(error):
+            raise
+        url = re.search(r"https?://\S+?\.h5", str(error))
+        file = url.group(0).rsplit("/", 1)[-1] if url else "the weights file"
+        raise RuntimeError(
+            f"cannot download ImageNet weights for {cfg.model} (offline?): place {file} in "
+            f"{os.path.join(os.environ.get('KERAS_HOME', '~/.keras'), 'models')} or set weights=PATH ({error})"
+        ) from None
+    if not imagenet and cfg.weights.lower() != "none":
+        backbone.load_weights(cfg.weights)
+    return backbone
+
+
+def build_model(cfg: Config) -> keras.Model:
+    """The classifier: `head(features(pixels))`, two named sub-models.
+
+    `features` resizes, scales and extracts pooled features (scratch CNN or backbone); `head`
+    is dropout and one logit. Training fits the head alone on cached features first when the
+    features come from a pretrained backbone.
+
+        >>> model = build_model(resolve("tiny"))
+        >>> model(np.zeros((2, 100, 80, 3))).shape
+        TensorShape([2, 1])
+    """
+    pixels = keras.Input((None, None, 3), name="pixels")
+    x = keras.layers.Resizing(cfg.image_size, cfg.image_size, name="resize")(pixels)
+    if cfg.model == "scratch":
+        pooled = _scratch_features(x, cfg)
+    else:
+        backbone = load_backbone(cfg)
+        backbone.name = "backbone"
+        mode = BACKBONES[cfg.model][1]
+        if mode != "raw":
+            x = ImageNetScaling(mode, name="scaling")(x)
+        # training=False keeps BatchNorm in inference mode, also while fine-tuning.
+        pooled = backbone(x, training=False)
+    features = keras.Model(pixels, pooled, name="features")
+    head_in = keras.Input(pooled.shape[1:], name="pooled")
+    head_out = keras.layers.Dense(1, name="logit")(keras.layers.Dropout(cfg.dropout)(head_in))
+    head = keras.Model(head_in, head_out, name="head")
+    outer = keras.Input((None, None, 3), name="pixels")
+    return keras.Model(outer, head(features(outer)), name=f"catdog_{cfg.model}")
+
+
+def unfreeze_top(model: keras.Model, layers: int) -> None:
+    """Makes the top `layers` layers of the backbone trainable; BatchNorm stays frozen."""
+    backbone = model.get_layer("features").get_layer("backbone")
+    backbone.trainable = True
+    cut = len(backbone.layers) - layers
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)

@@ -1,0 +1,84 @@
+"""tf.data input pipeline: files -> decoded, resized uint8 -> cached -> (shuffled, augmented) batches."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from catdog.config import Config
+from catdog.data import Example
+from catdog.images import ImageError, load_image
+
+
+def build_augmentation(cfg: Config) -> keras.Sequential:
+    """The random transforms applied to training batches, and only to them."""
+    layers = []
+    if cfg.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=cfg.seed))
+    if cfg.rotation:
+        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=cfg.seed + 1))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=cfg.seed + 2))
+    if cfg.translation:
+        layers.append(keras.layers.RandomTranslation(
+            cfg.translation, cfg.translation, fill_mode="reflect", seed=cfg.seed + 3))
+    if cfg.contrast:
+        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=cfg.seed + 4))
+    if cfg.brightness:
+        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=cfg.seed + 5))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def _decoder(image_size: int):
+    def decode(path: bytes) -> np.ndarray:
+        try:
+            return load_image(path.decode(), size=image_size)
+        except ImageError as error:
+            # prepare() dropped unreadable files; one that broke since must not end training.
+            # A blank image keeps the dataset's length known, so progress bars have a total.
+            warnings.warn(f"skipping unreadable image, fed as blank: {error}", stacklevel=1)
+            return np.zeros((image_size, image_size, 3), np.uint8)
+
+    def decode_tf(path: tf.Tensor) -> tf.Tensor:
+        pixels = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+        pixels.set_shape((image_size, image_size, 3))
+        return pixels
+
+    return decode_tf
+
+
+def make_dataset(
+    examples: Sequence[Example],
+    cfg: Config,
+    training: bool,
+    cache_file: str | Path | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 pixels in 0..255, float32 label) for training or evaluation.
+
+    Images are decoded by the project's one loader and cached after decoding, so only the
+    first epoch reads JPEG. Shuffling and augmentation happen for `training` only; evaluation
+    order is the order of `examples`.
+    """
+    paths = [str(e.path) for e in examples]
+    labels = np.array([e.label for e in examples], dtype=np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    decode = _decoder(cfg.image_size)
+    ds = ds.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.cache == "memory":
+        ds = ds.cache()
+    elif cfg.cache == "disk":
+        ds = ds.cache(str(cache_file))
+    if training:
+        ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and cfg.augment:
+        augment = build_augmentation(cfg)
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    # Prefetch so decoding and augmentation of the next batch overlap the current step.
+    return ds.prefetch(tf.data.AUTOTUNE)

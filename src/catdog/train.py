@@ -1,0 +1,145 @@
+"""train(cfg) -> a run folder holding everything needed to use, evaluate or reproduce the run.
+
+    runs/<name>/
+      config.json      the resolved config          manifest.csv   the exact split used
+      data.json        source and split counts       history.csv    one row per epoch
+      model.keras      best checkpoint (val loss)    model.json     temperature, classes, timing
+      tensorboard/     TensorBoard logs              backup/        resume state (while training)
+
+Backbone runs go in two phases: the head is fitted on backbone features computed once, then
+the top of the backbone is fine-tuned with a low learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from catdog import config as config_lib
+from catdog import data, model as model_lib
+from catdog.calibrate import expected_calibration_error, fit_temperature, probabilities
+from catdog.config import Config
+from catdog.pipeline import make_dataset
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    name = cfg.name or f"{cfg.model.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.runs_dir) / name
+    if run_dir.exists():
+        raise FileExistsError(f"run folder {run_dir} exists: resume it with --resume {run_dir}, or pick another name=")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _compile(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> None:
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else lr, decay_steps=total - warmup, warmup_target=lr if warmup else None,
+        warmup_steps=warmup)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+                 keras.metrics.AUC(name="auc", from_logits=True)],
+    )
+
+
+def _fit_head(model: keras.Model, cfg: Config, train_ex, val_ex) -> float:
+    """Fits the head on backbone features computed once; returns the best validation loss."""
+    extractor, head = model.get_layer("features"), model.get_layer("head")
+    # One pass each, so nothing to cache.
+    plain = [make_dataset(ex, dataclasses.replace(cfg, cache="none"), training=False) for ex in (train_ex, val_ex)]
+    x_train, x_val = (extractor.predict(ds.map(lambda x, y: x), verbose=1) for ds in plain)
+    y_train, y_val = (np.array([e.label for e in ex], np.float32) for ex in (train_ex, val_ex))
+    _compile(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
+    stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
+    history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
+                       validation_data=(x_val, y_val), callbacks=[stop], verbose=2)
+    return float(min(history.history["val_loss"]))
+
+
+def _best_val_loss(run_dir: Path, fallback: float | None) -> float | None:
+    history = run_dir / "history.csv"
+    if history.exists():
+        rows = np.genfromtxt(history, delimiter=",", names=True, ndmin=1)
+        if rows.size:
+            return float(min(rows["val_loss"].min(), fallback or np.inf))
+    return fallback
+
+
+def _calibrate(run_dir: Path, cfg: Config, val_ex, seconds: float) -> None:
+    best = keras.saving.load_model(run_dir / "model.keras")
+    logits = best.predict(make_dataset(val_ex, cfg, training=False).map(lambda x, y: x), verbose=0).ravel()
+    labels = np.array([e.label for e in val_ex])
+    temperature = fit_temperature(logits, labels)
+    meta = dict(
+        class_names=list(data.CLASS_NAMES), image_size=cfg.image_size, model=cfg.model,
+        temperature=temperature,
+        val_ece_before=expected_calibration_error(probabilities(logits), labels),
+        val_ece_after=expected_calibration_error(probabilities(logits, temperature), labels),
+        train_seconds=round(seconds, 1), keras=keras.__version__,
+    )
+    (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def train(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
+    """Trains a model and returns its run folder; `resume` continues an interrupted run.
+
+        >>> run_dir = train(config.resolve("tiny", ["data=train.zip"]))
+    """
+    if resume:
+        run_dir = Path(resume)
+        cfg = config_lib.load(run_dir / "config.json")
+        state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
+    else:
+        cfg = cfg or Config()
+        run_dir, state = _new_run_dir(cfg), {}
+        config_lib.save(cfg, run_dir / "config.json")
+    started = time.time() - state.get("seconds", 0.0)
+    keras.utils.set_random_seed(cfg.seed)
+    work = data.prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
+    report = json.loads((work / "report.json").read_text())
+    (run_dir / "data.json").write_text(json.dumps({k: report[k] for k in ("settings", "root", "images", "counts", "skipped_by_reason")}, indent=2) + "\n")
+    train_ex, val_ex = (data.load_split(run_dir / "manifest.csv", report["root"], split, cfg.max_images, cfg.seed)
+                        for split in ("train", "val"))
+
+    transfer = cfg.model != "scratch"
+    if transfer and "head_val_loss" in state:
+        model = keras.saving.load_model(run_dir / "model.keras")
+    else:
+        model = model_lib.build_model(cfg)
+    if transfer and "head_val_loss" not in state:
+        state["head_val_loss"] = _fit_head(model, cfg, train_ex, val_ex)
+        model.save(run_dir / "model.keras")
+        state["seconds"] = time.time() - started
+        (run_dir / "state.json").write_text(json.dumps(state))
+
+    if not transfer or cfg.fine_tune_layers > 0:
+        if transfer:
+            model_lib.unfreeze_top(model, cfg.fine_tune_layers)
+        train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train")
+        val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
+        _compile(model, cfg, cfg.learning_rate, math.ceil(len(train_ex) / cfg.batch_size), cfg.epochs)
+        callbacks = [
+            # First, so an epoch is safe on disk before anything else can be interrupted.
+            keras.callbacks.BackupAndRestore(run_dir / "backup"),
+            keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
+                                            initial_value_threshold=_best_val_loss(run_dir, state.get("head_val_loss"))),
+            keras.callbacks.EarlyStopping(patience=cfg.patience),
+            keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+            keras.callbacks.TensorBoard(run_dir / "tensorboard"),
+        ]
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, shuffle=False)  # the dataset shuffles
+    for cache in run_dir.glob("cache-*"):
+        cache.unlink()
+    _calibrate(run_dir, cfg, val_ex, time.time() - started)
+    return run_dir

@@ -1,0 +1,101 @@
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from catdog import data
+from conftest import synthetic_image, write_kaggle_tree
+import numpy as np
+
+
+@pytest.mark.parametrize("relative, label", [
+    ("train/cat.12.jpg", "cat"), ("train/dog.7.jpg", "dog"), ("Dog.7.JPG", "dog"),
+    ("PetImages/Cat/1.jpg", "cat"), ("PetImages/Dog/9.jpg", "dog"),
+    ("pets/cats/x.png", "cat"), ("pets/Dogs/x.png", "dog"), ("dog/sub/cat.1.jpg", "dog"),
+    ("train/catalog.jpg", None), ("train/hotdog.1.jpg", None), ("other/1.jpg", None),
+])
+def test_label_of(relative, label):
+    assert data.label_of(Path(relative)) == label
+
+
+def _manifest(work):
+    with open(work / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_prepare_reports_bad_files_and_splits(kaggle_tree):
+    train = kaggle_tree / "train"
+    (train / "cat.900.jpg").write_bytes(b"")
+    (train / "dog.901.jpg").write_text("not a picture")
+    (train / "dog.902.jpg").write_bytes((train / "dog.1.jpg").read_bytes()[:300])
+    shutil.copy(train / "cat.1.jpg", train / "cat.903.jpg")  # an exact duplicate
+    (train / "notes.txt").write_text("ignored, not an image name")
+    (train / "mystery.jpg").write_bytes((train / "cat.2.jpg").read_bytes())
+    work = data.prepare(kaggle_tree)
+    report = json.loads((work / "report.json").read_text())
+    assert report["images"] == 80
+    assert report["skipped_by_reason"] == {
+        "empty file": 1, "not a recognised image format": 1, "corrupt or truncated image": 1,
+        "duplicate": 1, "no label: neither a cat/dog folder nor a cat./dog. name": 1}
+    assert report["ignored_non_images"] == 1
+    assert {f["path"] for f in report["skipped_files"]} >= {"train/cat.900.jpg", "train/dog.901.jpg"}
+    rows = _manifest(work)
+    counts = {(s, c): sum(r["split"] == s and r["label"] == c for r in rows)
+              for s in data.SPLITS for c in data.CLASS_NAMES}
+    assert counts == {("train", "cat"): 32, ("val", "cat"): 4, ("test", "cat"): 4,
+                      ("train", "dog"): 32, ("val", "dog"): 4, ("test", "dog"): 4}
+
+
+def test_split_is_the_same_from_a_zip_in_another_place(kaggle_tree, tmp_path):
+    first = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree))}
+    archive = tmp_path / "elsewhere" / "train.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((kaggle_tree / "train").iterdir(), reverse=True):  # another order
+            zf.write(path, f"train/{path.name}")
+    second = {r["path"]: r["split"] for r in _manifest(data.prepare(archive))}
+    assert first == second
+
+
+def test_split_seed_changes_the_split(kaggle_tree):
+    first = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree))}
+    other = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree, split_seed="other"))}
+    assert first != other
+
+
+def test_class_folders_and_petimages(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, label in [("PetImages/Cat", 0), ("PetImages/Dog", 1)]:
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(10):
+            synthetic_image(label, rng).save(tmp_path / folder / f"{i}.jpg")
+    (tmp_path / "PetImages/Cat/Thumbs.db").write_bytes(b"\0" * 10)
+    report = json.loads((data.prepare(tmp_path / "PetImages") / "report.json").read_text())
+    assert report["images"] == 20 and report["ignored_non_images"] == 1
+    assert report["counts"] == {"test/cat": 1, "test/dog": 1, "train/cat": 8, "train/dog": 8,
+                                "val/cat": 1, "val/dog": 1}
+
+
+def test_resolve_source(tmp_path, monkeypatch, catdog_home):
+    with pytest.raises(FileNotFoundError, match="catdog download"):
+        data.resolve_source()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.resolve_source(tmp_path / "missing.zip")
+    monkeypatch.setenv("CATDOG_DATA", str(tmp_path))
+    assert data.resolve_source() == tmp_path
+    monkeypatch.delenv("CATDOG_DATA")
+    (catdog_home / "downloads").mkdir(parents=True)
+    (catdog_home / "downloads" / "kagglecatsanddogs_5340.zip").write_bytes(b"")
+    assert data.resolve_source().name == "kagglecatsanddogs_5340.zip"
+
+
+def test_load_split_sample_is_seeded_and_mixed(kaggle_tree):
+    work = data.prepare(kaggle_tree)
+    root = json.loads((work / "report.json").read_text())["root"]
+    sample = data.load_split(work / "manifest.csv", root, "train", max_images=10, seed=3)
+    assert sample == data.load_split(work / "manifest.csv", root, "train", max_images=10, seed=3)
+    assert len(sample) == 10 and {e.label for e in sample} == {0, 1}
+    assert all(e.path.exists() for e in sample)

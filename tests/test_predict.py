@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+from catdog import config
+from catdog.images import load_image
+from catdog.predict import Predictor, expand_paths, resolve_model
+from catdog.train import train
+from conftest import synthetic_image, write_kaggle_tree
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    tree = write_kaggle_tree(root / "data", per_class=12)
+    with pytest.MonkeyPatch.context() as patch:  # the per-test CATDOG_HOME is not set up yet
+        patch.setenv("CATDOG_HOME", str(root / "home"))
+        return train(config.resolve("tiny", [f"data={tree}", f"runs_dir={root / 'runs'}", "name=p"]))
+
+
+def test_records_in_order_with_errors_in_place(run_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    good = [tmp_path / f"{i}.png" for i in range(5)]
+    for i, path in enumerate(good):
+        synthetic_image(i % 2, rng).save(path)
+    (tmp_path / "bad.jpg").write_text("nope")
+    paths = [str(good[0]), str(tmp_path / "bad.jpg"), str(tmp_path / "missing.jpg")] + [str(p) for p in good[1:]]
+    records = list(Predictor(run_dir, batch_size=2).predict_paths(paths))
+    assert [r["path"] for r in records] == paths
+    assert "not a recognised image format" in records[1]["error"] and "No such file" in records[2]["error"]
+    for record in records[:1] + records[3:]:
+        assert set(record) == {"path", "label", "p_dog"} and 0.0 <= record["p_dog"] <= 1.0
+        assert record["label"] == ("dog" if record["p_dog"] >= 0.5 else "cat")
+
+
+def test_batched_equals_one_by_one_and_uses_temperature(run_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(7):
+        synthetic_image(i % 2, rng).save(tmp_path / f"{i}.jpg")
+    batched = Predictor(run_dir, batch_size=4)
+    single = Predictor(run_dir, batch_size=1)
+    a = [r["p_dog"] for r in batched.predict_paths([tmp_path])]
+    b = [r["p_dog"] for r in single.predict_paths([tmp_path])]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    pixels = np.stack([load_image(tmp_path / f"{i}.jpg", size=batched.image_size) for i in range(7)])
+    temperature = json.loads((run_dir / "model.json").read_text())["temperature"]
+    expected = 1 / (1 + np.exp(-batched.logits(pixels) / temperature))
+    np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_tta_averages_the_mirror(run_dir):
+    pixels = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    plain, tta = Predictor(run_dir), Predictor(run_dir, tta=True)
+    expected = (plain.logits(pixels) + plain.logits(pixels[:, :, ::-1])) / 2
+    np.testing.assert_allclose(tta.logits(pixels), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_expand_paths(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.PNG", "sub/c.webp", "notes.txt", ".hidden.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_paths([tmp_path]) == [str(tmp_path / n) for n in ("a.PNG", "b.jpg", "sub/c.webp")]
+    assert expand_paths([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
+    assert expand_paths([str(tmp_path / "**" / "*.webp")]) == [str(tmp_path / "sub/c.webp")]
+    assert expand_paths([str(tmp_path / "*.gif"), "nope.jpg"]) == [str(tmp_path / "*.gif"), "nope.jpg"]
+
+
+def test_resolve_model_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_model(tmp_path)

@@ -1,0 +1,52 @@
+"""Slow tests on a slice of the real Kaggle train.zip in ../shared (they run in CI)."""
+
+import json
+
+import pytest
+
+from catdog import config, data
+from catdog.evaluate import evaluate
+from catdog.predict import SHIPPED_MODEL, Predictor
+from catdog.train import train
+from conftest import KAGGLE_ZIP
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not KAGGLE_ZIP.exists(), reason=f"real data not found at {KAGGLE_ZIP}"),
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CATDOG_HOME", str(tmp_path_factory.mktemp("home")))
+        work = data.prepare(KAGGLE_ZIP)
+        yield work, json.loads((work / "report.json").read_text())
+
+
+def test_prepare_the_real_zip(prepared):
+    work, report = prepared
+    assert report["images"] + report["skipped"] == 22500
+    assert report["counts"]["test/cat"] == report["counts"]["test/dog"] == 1125
+    again = data.load_split(work / "manifest.csv", report["root"], "test")
+    assert len(again) == 2250 and all(e.path.exists() for e in again[:50])
+
+
+def test_frozen_mobilenet_on_a_slice_beats_90_percent(prepared, imagenet_weights, tmp_path, monkeypatch):
+    work, _ = prepared
+    monkeypatch.setenv("CATDOG_HOME", str(work.parents[1]))
+    cfg = config.resolve("mobilenet", [f"data={KAGGLE_ZIP}", "max_images=300", "fine_tune_layers=0",
+                                       "head_epochs=15", f"runs_dir={tmp_path}", "name=slice"])
+    metrics = evaluate(train(cfg))
+    assert metrics["n"] == 300
+    assert metrics["accuracy"] >= 0.9, metrics  # ImageNet features separate cats from dogs
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model in this checkout")
+def test_shipped_model_on_held_out_test_images(prepared):
+    work, report = prepared
+    examples = data.load_split(work / "manifest.csv", report["root"], "test", max_images=300, seed=7)
+    predictor = Predictor()
+    records = list(predictor.predict_paths([str(e.path) for e in examples]))
+    correct = sum(r["label"] == data.CLASS_NAMES[e.label] for r, e in zip(records, examples))
+    assert correct / len(examples) >= 0.97
