@@ -22,6 +22,7 @@ def test_overrides_are_typed():
     ("epochs=three", "epochs: expected int"),
     ("augment=maybe", "augment: expected true or false"),
     ("epochs", "not of the form key=value"),
+    ("cache=gpu", "cache: expected one of memory, disk, none"),
 ])
 def test_bad_overrides_name_the_field(item, message):
     with pytest.raises(config.ConfigError, match=message):

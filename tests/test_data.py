@@ -99,3 +99,12 @@ def test_load_split_sample_is_seeded_and_mixed(kaggle_tree):
     assert sample == data.load_split(work / "manifest.csv", root, "train", max_images=10, seed=3)
     assert len(sample) == 10 and {e.label for e in sample} == {0, 1}
     assert all(e.path.exists() for e in sample)
+
+
+def test_prepare_is_reused_until_the_source_changes(kaggle_tree):
+    work = data.prepare(kaggle_tree)
+    stamp = (work / "report.json").stat().st_mtime_ns
+    assert data.prepare(kaggle_tree) == work and (work / "report.json").stat().st_mtime_ns == stamp
+    synthetic_image(0, np.random.default_rng(5)).save(kaggle_tree / "train" / "cat.500.jpg")
+    report = json.loads((data.prepare(kaggle_tree) / "report.json").read_text())
+    assert report["images"] == 81

@@ -83,6 +83,6 @@ def extract_zip(
             shutil.rmtree(partial, ignore_errors=True)
             raise
     shutil.rmtree(dest, ignore_errors=True)
-    partial.mkdir(exist_ok=True)
+    partial.mkdir(parents=True, exist_ok=True)
     partial.rename(dest)
     return dest

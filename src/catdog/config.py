@@ -45,7 +45,7 @@ class Config:
     brightness: float = 0.1
 
     # --- optimisation
-    epochs: int = 25  # scratch: all epochs; backbone: fine-tuning epochs after the frozen phase
+    epochs: int = 20  # scratch: all epochs; backbone: fine-tuning epochs after the frozen phase
     batch_size: int = 64
     learning_rate: float = 2e-3  # peak of a warm-up + cosine schedule
     warmup_epochs: float = 1.0
@@ -86,6 +86,7 @@ class ConfigError(ValueError):
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_CHOICES = {"cache": ("memory", "disk", "none")}
 
 
 def _parse(key: str, text: str) -> typing.Any:
@@ -112,6 +113,9 @@ def override(cfg: Config, changes: dict[str, typing.Any]) -> Config:
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
     parsed = {k: _parse(k, v) if isinstance(v, str) else v for k, v in changes.items()}
+    for key, allowed in _CHOICES.items():
+        if key in parsed and parsed[key] not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {parsed[key]!r}")
     return dataclasses.replace(cfg, **parsed)
 
 

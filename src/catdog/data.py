@@ -102,23 +102,16 @@ def _work_dir(source: Path) -> Path:
     return home() / "prepared" / f"{source.stem}-{key}"
 
 
-def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False) -> Path:
-    """Makes (or reuses) the manifest for a data source and returns its work folder."""
-    source = resolve_source(data)
-    work = _work_dir(source)
-    settings = dict(source=str(source.resolve()), val_fraction=val_fraction,
-                    test_fraction=test_fraction, split_seed=split_seed)
-    report_path = work / "report.json"
-    if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
-        return work
-    root = source
-    if source.is_file():
-        root = work / "images"
-        if force or not root.is_dir():
-            extract_zip(source, root)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    skipped, labelled, ignored = [], [], 0
-    for path in files:
+def _fingerprint(source: Path) -> list[int]:
+    """File count, total bytes and newest mtime: any added, removed or edited file changes it."""
+    stats = [source.stat()] if source.is_file() else [p.stat() for p in source.rglob("*") if p.is_file()]
+    return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+
+
+def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
+    """(labelled files, skipped files with reasons, count of ignored non-image files)."""
+    labelled, skipped, ignored = [], [], 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts) or not is_image_name(rel):
             ignored += 1  # Thumbs.db, README.txt, resource forks: not pictures, not errors
@@ -126,6 +119,24 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
             skipped.append((str(rel), "no label: neither a cat/dog folder nor a cat./dog. name"))
         else:
             labelled.append((rel, label))
+    return labelled, skipped, ignored
+
+
+def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False) -> Path:
+    """Makes (or reuses) the manifest for a data source and returns its work folder.
+
+    Reused only while the source and the split settings are unchanged.
+    """
+    source = resolve_source(data)
+    work = _work_dir(source)
+    settings = dict(source=str(source.resolve()), fingerprint=_fingerprint(source),
+                    val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
+    report_path = work / "report.json"
+    if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    root = extract_zip(source, work / "images") if source.is_file() else source
+    labelled, skipped, ignored = _scan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         checks = list(pool.map(lambda item: _check(root / item[0]), labelled))
     groups, seen = collections.defaultdict(list), {}
@@ -138,7 +149,6 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
             seen[digest] = (str(rel), label)
             groups[label].append(digest)
     split_of = _split(groups, split_seed, val_fraction, test_fraction)
-    work.mkdir(parents=True, exist_ok=True)
     rows = sorted((rel, label, split_of[d]) for d, (rel, label) in seen.items())
     with open(work / "manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])

@@ -72,6 +72,8 @@ def make_dataset(
     if cfg.cache == "memory":
         ds = ds.cache()
     elif cfg.cache == "disk":
+        if cache_file is None:
+            raise ValueError("cache='disk' needs a cache_file")
         ds = ds.cache(str(cache_file))
     if training:
         ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)

@@ -111,7 +111,7 @@ class Predictor:
         if error:
             return {"path": path, "error": error}
         p_dog = float(probabilities([logit], self.temperature)[0])
-        return {"path": path, "label": self.class_names[int(p_dog >= 0.5)], "p_dog": p_dog}
+        return {"path": path, "label": self.class_names[int(p_dog >= 0.5)], "p_dog": round(p_dog, 6)}
 
     def predict_paths(self, paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
         """One record per path (files, folders, globs), in order, errors included."""

@@ -90,28 +90,63 @@ def _calibrate(run_dir: Path, cfg: Config, val_ex, seconds: float) -> None:
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _open_run(cfg: Config | None, resume: str | Path | None) -> tuple[Path, Config, dict]:
+    """A new run folder with its config, or an interrupted one with its config and state."""
+    if resume:
+        run_dir = Path(resume)
+        state_path = run_dir / "state.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        return run_dir, config_lib.load(run_dir / "config.json"), state
+    cfg = cfg or Config()
+    run_dir = _new_run_dir(cfg)
+    config_lib.save(cfg, run_dir / "config.json")
+    return run_dir, cfg, {}
+
+
+def _record_data(run_dir: Path, cfg: Config) -> tuple[list[data.Example], list[data.Example]]:
+    """Prepares the data and copies its split and summary into the run folder."""
+    work = data.prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
+    report = json.loads((work / "report.json").read_text())
+    summary = {k: report[k] for k in ("settings", "root", "images", "counts", "skipped_by_reason")}
+    (run_dir / "data.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return tuple(data.load_split(run_dir / "manifest.csv", report["root"], split, cfg.max_images, cfg.seed)
+                 for split in ("train", "val"))
+
+
+def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex) -> None:
+    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
+    train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train")
+    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
+    _compile(model, cfg, cfg.learning_rate, math.ceil(len(train_ex) / cfg.batch_size), cfg.epochs)
+    best = _best_val_loss(run_dir, state.get("head_val_loss"))
+    callbacks = [
+        # First, so an epoch is safe on disk before anything else can be interrupted.
+        keras.callbacks.BackupAndRestore(run_dir / "backup"),
+        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True, initial_value_threshold=best),
+        keras.callbacks.EarlyStopping(patience=cfg.patience),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+        keras.callbacks.TensorBoard(run_dir / "tensorboard"),
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: save_state()),
+    ]
+    # shuffle=False: the dataset reshuffles itself every epoch.
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, shuffle=False)
+
+
 def train(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
     """Trains a model and returns its run folder; `resume` continues an interrupted run.
 
         >>> run_dir = train(config.resolve("tiny", ["data=train.zip"]))
     """
-    if resume:
-        run_dir = Path(resume)
-        cfg = config_lib.load(run_dir / "config.json")
-        state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
-    else:
-        cfg = cfg or Config()
-        run_dir, state = _new_run_dir(cfg), {}
-        config_lib.save(cfg, run_dir / "config.json")
-    started = time.time() - state.get("seconds", 0.0)
-    keras.utils.set_random_seed(cfg.seed)
-    work = data.prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
-    report = json.loads((work / "report.json").read_text())
-    (run_dir / "data.json").write_text(json.dumps({k: report[k] for k in ("settings", "root", "images", "counts", "skipped_by_reason")}, indent=2) + "\n")
-    train_ex, val_ex = (data.load_split(run_dir / "manifest.csv", report["root"], split, cfg.max_images, cfg.seed)
-                        for split in ("train", "val"))
+    run_dir, cfg, state = _open_run(cfg, resume)
+    started = time.time() - state.get("seconds", 0.0)  # wall time adds up across resumes
 
+    def save_state():
+        state["seconds"] = round(time.time() - started, 1)
+        (run_dir / "state.json").write_text(json.dumps(state) + "\n")
+
+    keras.utils.set_random_seed(cfg.seed)
+    train_ex, val_ex = _record_data(run_dir, cfg)
     transfer = cfg.model != "scratch"
     if transfer and "head_val_loss" in state:
         model = keras.saving.load_model(run_dir / "model.keras")
@@ -120,26 +155,13 @@ def train(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
     if transfer and "head_val_loss" not in state:
         state["head_val_loss"] = _fit_head(model, cfg, train_ex, val_ex)
         model.save(run_dir / "model.keras")
-        state["seconds"] = time.time() - started
-        (run_dir / "state.json").write_text(json.dumps(state))
-
+        save_state()
     if not transfer or cfg.fine_tune_layers > 0:
         if transfer:
             model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-        train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train")
-        val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
-        _compile(model, cfg, cfg.learning_rate, math.ceil(len(train_ex) / cfg.batch_size), cfg.epochs)
-        callbacks = [
-            # First, so an epoch is safe on disk before anything else can be interrupted.
-            keras.callbacks.BackupAndRestore(run_dir / "backup"),
-            keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
-                                            initial_value_threshold=_best_val_loss(run_dir, state.get("head_val_loss"))),
-            keras.callbacks.EarlyStopping(patience=cfg.patience),
-            keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
-            keras.callbacks.TensorBoard(run_dir / "tensorboard"),
-        ]
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, shuffle=False)  # the dataset shuffles
+        _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex)
     for cache in run_dir.glob("cache-*"):
         cache.unlink()
-    _calibrate(run_dir, cfg, val_ex, time.time() - started)
+    save_state()
+    _calibrate(run_dir, cfg, val_ex, state["seconds"])
     return run_dir

@@ -1,0 +1,41 @@
+"""Copies a trained run's model into the package, so `catdog predict` works after installation.
+
+    python scripts/ship_model.py runs/mobilenet-224
+
+Writes src/catdog/assets/model.keras (weights only, no optimizer state) and model.json (the
+run's calibration plus where the model came from: config and test metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from catdog import model as _registers_custom_layers  # noqa: E402,F401
+from catdog.predict import SHIPPED_MODEL  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    run = parser.parse_args().run
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    SHIPPED_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    model.save(SHIPPED_MODEL)
+    meta = json.loads((run / "model.json").read_text())
+    meta["source"] = dict(
+        run=run.name, config=json.loads((run / "config.json").read_text()),
+        test=json.loads((run / "metrics_test.json").read_text()) if (run / "metrics_test.json").exists() else None,
+    )
+    SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"{SHIPPED_MODEL} ({SHIPPED_MODEL.stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
