@@ -108,3 +108,18 @@ def test_prepare_is_reused_until_the_source_changes(kaggle_tree):
     synthetic_image(0, np.random.default_rng(5)).save(kaggle_tree / "train" / "cat.500.jpg")
     report = json.loads((data.prepare(kaggle_tree) / "report.json").read_text())
     assert report["images"] == 81
+
+
+def test_new_split_settings_do_not_re_extract_the_zip(kaggle_tree, tmp_path):
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((kaggle_tree / "train").iterdir()):
+            zf.write(path, f"train/{path.name}")
+    work = data.prepare(archive)
+    marker = work / "images" / "train" / "cat.0.jpg"
+    inode = marker.stat().st_ino
+    data.prepare(archive, split_seed="another")
+    assert marker.stat().st_ino == inode  # same file: nobody reading the images lost them
+    archive.write_bytes(archive.read_bytes())  # touched: a new mtime means a new zip
+    data.prepare(archive)
+    assert marker.exists()

@@ -108,6 +108,21 @@ def _fingerprint(source: Path) -> list[int]:
     return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
 
 
+def _extracted(archive: Path, work: Path) -> Path:
+    """The zip's files under `work/images`, extracted again only when the zip itself changed.
+
+    A change of split settings re-reads the files but does not replace them, so another
+    process reading the images (training, evaluation) is not pulled from under.
+    """
+    root, stamp = work / "images", work / "images.json"
+    fingerprint = json.dumps(_fingerprint(archive))
+    if not (root.is_dir() and stamp.exists() and stamp.read_text() == fingerprint):
+        stamp.unlink(missing_ok=True)
+        extract_zip(archive, root)
+        stamp.write_text(fingerprint)
+    return root
+
+
 def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
     """(labelled files, skipped files with reasons, count of ignored non-image files)."""
     labelled, skipped, ignored = [], [], 0
@@ -135,7 +150,7 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
         return work
     work.mkdir(parents=True, exist_ok=True)
-    root = extract_zip(source, work / "images") if source.is_file() else source
+    root = _extracted(source, work) if source.is_file() else source
     labelled, skipped, ignored = _scan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         checks = list(pool.map(lambda item: _check(root / item[0]), labelled))
