@@ -1,10 +1,25 @@
-"""Temperature scaling (Guo et al., 2017) and expected calibration error, for one logit."""
+"""calibrate(run): after training, fit what turns logits into trustworthy answers.
+
+On the validation split: temperature scaling (Guo et al., 2017) so that `p_dog` is
+calibrated, and, for backbone models, the threshold of the "neither cat nor dog" detector
+(`catdog.unknown`). Both are written to the run's `model.json`; `train` ends with this step,
+and `catdog calibrate RUN` repeats it on a finished run.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import keras
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
+
+from catdog import config as config_lib
+from catdog import data, unknown
+from catdog.predict import Predictor
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -41,3 +56,33 @@ def expected_calibration_error(p_positive, labels, bins: int = 15) -> float:
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def calibrate(run: str | os.PathLike) -> dict:
+    """Fits temperature (and the unknown threshold) on the run's validation split; returns model.json."""
+    run_dir = Path(run)
+    cfg = config_lib.load(run_dir / "config.json")
+    root = json.loads((run_dir / "data.json").read_text())["root"]
+    val_ex = data.load_split(run_dir / "manifest.csv", root, "val", cfg.max_images, cfg.seed)
+    model = keras.saving.load_model(run_dir / "model.keras")
+    if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
+        keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
+    predictor = Predictor(run_dir)  # its scores are raw logits and p_pet, whatever model.json says
+    scored = [s for s in predictor.score_paths([str(e.path) for e in val_ex])]
+    labels = np.array([e.label for e, s in zip(val_ex, scored) if s.error is None])
+    logits = np.array([s.logit for s in scored if s.error is None])
+    temperature = fit_temperature(logits, labels)
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    meta = dict(
+        class_names=list(data.CLASS_NAMES), image_size=cfg.image_size, model=cfg.model,
+        temperature=temperature,
+        val_ece_before=expected_calibration_error(probabilities(logits), labels),
+        val_ece_after=expected_calibration_error(probabilities(logits, temperature), labels),
+        train_seconds=state.get("seconds"), keras=keras.__version__,
+    )
+    if predictor.has_detector:
+        meta["unknown_budget"] = cfg.unknown_budget
+        meta["unknown_threshold"] = unknown.fit_threshold([s.p_pet for s in scored if s.error is None], cfg.unknown_budget)
+    (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

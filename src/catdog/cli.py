@@ -5,6 +5,7 @@
     catdog train --data train.zip [--preset mobilenet] [key=value ...]
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
+    catdog calibrate runs/NAME               # refit temperature and the unknown threshold
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv]
 """
 
@@ -60,14 +61,22 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from catdog.calibrate import calibrate
+
+    print(json.dumps(calibrate(args.run), indent=2))
+    return 0
+
+
 def _predict(args) -> int:
     from catdog.predict import Predictor
 
-    predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta)
+    predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta,
+                          unknown=False if args.no_unknown else None)
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "error"], lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "p_pet", "error"], lineterminator="\n")
         writer.writeheader()
     for record in predictor.predict_paths(args.paths):
         failed += "error" in record
@@ -129,12 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("calibrate", help="refit temperature and the unknown threshold on validation")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=_calibrate)
+
     p = sub.add_parser("predict", help="classify image files, folders or globs")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--kaggle-submission", metavar="CSV", help="also write Kaggle's id,label file")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_predict)
     return parser
@@ -146,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     from catdog.archive import ArchiveError
     from catdog.config import ConfigError
     from catdog.download import DownloadError
+    from catdog.errors import ModelError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError, ModelError) as error:
         print(f"catdog {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

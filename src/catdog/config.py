@@ -57,6 +57,8 @@ class Config:
     head_epochs: int = 30  # frozen phase, on cached backbone features
     head_learning_rate: float = 1e-3
     fine_tune_layers: int = 0  # unfreeze this many layers at the top of the backbone; 0 = frozen only
+    unknown: bool = True  # add the ImageNet pet detector, so predict can answer "unknown"
+    unknown_budget: float = 0.005  # share of validation cats and dogs allowed to fall below its threshold
 
     # --- bookkeeping
     seed: int = 1337

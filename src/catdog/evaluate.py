@@ -53,10 +53,13 @@ def evaluate(run: str | os.PathLike, split: str = "test", tta: bool = False, bat
         raise ValueError(f"{run_dir}: the {split!r} split is empty")
     predictor = Predictor(run_dir, batch_size=batch_size, tta=tta)
     started = time.perf_counter()
-    scored = list(predictor.iter_logits([str(e.path) for e in examples]))
+    scored = list(predictor.score_paths([str(e.path) for e in examples]))
     seconds = time.perf_counter() - started
-    ok = [(e.label, logit) for e, (_, logit, error) in zip(examples, scored) if error is None]
-    result = classification_metrics([y for y, _ in ok], [z for _, z in ok], predictor.temperature)
+    ok = [(e.label, s) for e, s in zip(examples, scored) if s.error is None]
+    result = classification_metrics([y for y, _ in ok], [s.logit for _, s in ok], predictor.temperature)
+    if predictor.unknown:
+        # Every image here is a cat or a dog: each "unknown" is a pet given up.
+        result["unknown_rate"] = float(np.mean([predictor.record(s)["label"] == "unknown" for _, s in ok]))
     result.update(split=split, tta=tta, unreadable=len(examples) - len(ok),
                   images_per_second=round(len(examples) / seconds, 1), model=str(predictor.path))
     (run_dir / f"metrics_{split}{'_tta' if tta else ''}.json").write_text(json.dumps(result, indent=2) + "\n")

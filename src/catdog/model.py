@@ -75,8 +75,8 @@ def _scratch_features(x, cfg: Config):
     return keras.layers.GlobalAveragePooling2D(name="features")(x)
 
 
-def load_backbone(cfg: Config) -> keras.Model:
-    """`keras.applications.<cfg.model>` without its top, globally pooled.
+def load_backbone(cfg: Config, include_top: bool = False) -> keras.Model:
+    """`keras.applications.<cfg.model>` without its top and globally pooled, or with its top.
 
     `cfg.weights` is "imagenet" (from the Keras cache, `$KERAS_HOME/models`, downloaded when
     online), "none", or a path to a weights file.
@@ -85,7 +85,9 @@ def load_backbone(cfg: Config) -> keras.Model:
         raise ValueError(f"unknown model {cfg.model!r}; choose 'scratch' or one of: {', '.join(BACKBONES)}")
     module = importlib.import_module(f"keras.applications.{BACKBONES[cfg.model][0]}")
     constructor = getattr(module, cfg.model)
-    kwargs = dict(include_top=False, pooling="avg", input_shape=(cfg.image_size, cfg.image_size, 3))
+    kwargs = dict(include_top=include_top, input_shape=(cfg.image_size, cfg.image_size, 3))
+    if not include_top:
+        kwargs["pooling"] = "avg"
     if BACKBONES[cfg.model][1] == "raw" and cfg.model.startswith("MobileNetV3"):
         kwargs["include_preprocessing"] = True
     imagenet = cfg.weights == "imagenet"

@@ -15,13 +15,15 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.special import expit
 
 from catdog import model as _registers_custom_layers  # noqa: F401  (ImageNetScaling)
-from catdog.calibrate import probabilities
+from catdog.errors import ModelError
 from catdog.images import ImageError, is_image_name, load_image
 
 SHIPPED_MODEL = Path(__file__).parent / "assets" / "model.keras"
@@ -55,38 +57,77 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     return paths
 
 
-class Predictor:
-    """A loaded model with its calibration, ready to classify images in batches."""
+def _resize_height(model: keras.Model) -> int:
+    """The side of the model's own Resizing layer, for a .keras file that came without its JSON."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Resizing):
+            return layer.height
+        if isinstance(layer, keras.Model) and (height := _resize_height(layer)):
+            return height
+    return 0
 
-    def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 64, tta: bool = False):
+
+class Scored(NamedTuple):
+    path: str
+    logit: float | None = None  # uncalibrated evidence for "dog"
+    p_pet: float | None = None  # ImageNet mass on cats and dogs, where the model has the detector
+    error: str | None = None
+
+
+class Predictor:
+    """A loaded model with its calibration, ready to classify images in batches.
+
+    `unknown` (default: on where the model has the pet detector and a fitted threshold)
+    answers "unknown" for pictures that show neither a cat nor a dog.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 64, tta: bool = False,
+                 unknown: bool | None = None):
         self.path = resolve_model(model)
         self.model = keras.saving.load_model(self.path, compile=False)
         meta_path = self.path.with_suffix(".json")
         self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        self.image_size = int(self.meta.get("image_size") or self.model.get_layer("features").get_layer("resize").height)
+        self.image_size = int(self.meta.get("image_size") or _resize_height(self.model))
+        if not self.image_size:
+            raise ModelError(f"{self.path}: no Resizing layer, and no model.json to give the image size")
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
+        self.has_detector = isinstance(self.model.output, dict)
+        self.unknown_threshold = self.meta.get("unknown_threshold")
+        if unknown and (not self.has_detector or self.unknown_threshold is None):
+            raise ModelError(f"{self.path}: this model has no fitted unknown detector (run `catdog calibrate`)")
+        self.unknown = self.unknown_threshold is not None if unknown is None else unknown
+        self._score_pets = self.has_detector and unknown is not False  # off: skip the detector's work
         self.batch_size, self.tta = batch_size, tta
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._forward = tf.function(self._outputs, input_signature=[spec])
+
+    def _outputs(self, pixels):
+        out = self.model(pixels, training=False)
+        if not self.has_detector:
+            return {"logit": out}
+        return out if self._score_pets else {"logit": out["logit"]}
+
+    def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """{"logit": ..., "p_pet": ...} for a batch of (N, size, size, 3) pixels; TTA averages a mirror."""
+        x = tf.convert_to_tensor(pixels, tf.float32)
+        views = [x, tf.reverse(x, axis=[2])] if self.tta else [x]
+        outs = [self._forward(v) for v in views]
+        return {k: np.mean([o[k].numpy().ravel() for o in outs], axis=0) for k in outs[0]}
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """Uncalibrated logits for a batch of (N, size, size, 3) pixels; TTA averages a mirror."""
-        x = tf.convert_to_tensor(pixels, tf.float32)
-        logits = self._forward(x).numpy().ravel()
-        if self.tta:
-            logits = (logits + self._forward(tf.reverse(x, axis=[2])).numpy().ravel()) / 2
-        return logits
+        """Uncalibrated logits for a batch of pixels."""
+        return self.scores(pixels)["logit"]
 
     def p_dog(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated probabilities that each image shows a dog."""
-        return probabilities(self.logits(pixels), self.temperature)
+        return expit(self.logits(pixels) / self.temperature)
 
     def load(self, path: str | bytes, name: str | None = None) -> np.ndarray:
         return load_image(path, size=self.image_size, name=name)
 
-    def iter_logits(self, paths: Iterable[str]) -> Iterator[tuple[str, float | None, str | None]]:
-        """(path, logit, None) per readable image and (path, None, error) per unreadable one."""
+    def score_paths(self, paths: Iterable[str]) -> Iterator[Scored]:
+        """One `Scored` per path, in order; unreadable files carry their error."""
 
         def decode(path):
             try:
@@ -103,17 +144,30 @@ class Predictor:
                 decoded = [future.result() for future in pending]
                 pending = [pool.submit(decode, p) for p in chunks[i + 1]] if i + 1 < len(chunks) else []
                 good = [d for d in decoded if d[2] is None]
-                logits = iter(self.logits(np.stack([d[1] for d in good])) if good else [])
-                for path, pixels, error in decoded:
-                    yield (path, None, error) if error else (path, float(next(logits)), None)
+                scores = self.scores(np.stack([d[1] for d in good])) if good else {}
+                at = 0
+                for path, _, error in decoded:
+                    if error:
+                        yield Scored(path, error=error)
+                        continue
+                    p_pet = scores.get("p_pet")
+                    yield Scored(path, float(scores["logit"][at]), None if p_pet is None else float(p_pet[at]))
+                    at += 1
 
-    def record(self, path: str, logit: float | None, error: str | None) -> dict:
-        if error:
-            return {"path": path, "error": error}
-        p_dog = float(probabilities([logit], self.temperature)[0])
-        return {"path": path, "label": self.class_names[int(p_dog >= 0.5)], "p_dog": round(p_dog, 6)}
+    def record(self, scored: Scored) -> dict:
+        """The answer for one image: {"path", "label", "p_dog"[, "p_pet"]} or {"path", "error"}."""
+        if scored.error:
+            return {"path": scored.path, "error": scored.error}
+        p_dog = float(expit(scored.logit / self.temperature))
+        label = self.class_names[int(p_dog >= 0.5)]
+        record = {"path": scored.path, "label": label, "p_dog": round(p_dog, 6)}
+        if self.unknown and scored.p_pet is not None:
+            record["p_pet"] = round(scored.p_pet, 6)
+            if scored.p_pet < self.unknown_threshold:
+                record["label"] = "unknown"
+        return record
 
     def predict_paths(self, paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
         """One record per path (files, folders, globs), in order, errors included."""
-        for scored in self.iter_logits(expand_paths(paths)):
-            yield self.record(*scored)
+        for scored in self.score_paths(expand_paths(paths)):
+            yield self.record(scored)

@@ -24,7 +24,7 @@ import numpy as np
 
 from catdog import config as config_lib
 from catdog import data, model as model_lib
-from catdog.calibrate import expected_calibration_error, fit_temperature, probabilities
+from catdog.calibrate import calibrate
 from catdog.config import Config
 from catdog.pipeline import make_dataset
 
@@ -73,21 +73,6 @@ def _best_val_loss(run_dir: Path, fallback: float | None) -> float | None:
         if rows.size:
             return float(min(rows["val_loss"].min(), fallback or np.inf))
     return fallback
-
-
-def _calibrate(run_dir: Path, cfg: Config, val_ex, seconds: float) -> None:
-    best = keras.saving.load_model(run_dir / "model.keras")
-    logits = best.predict(make_dataset(val_ex, cfg, training=False).map(lambda x, y: x), verbose=0).ravel()
-    labels = np.array([e.label for e in val_ex])
-    temperature = fit_temperature(logits, labels)
-    meta = dict(
-        class_names=list(data.CLASS_NAMES), image_size=cfg.image_size, model=cfg.model,
-        temperature=temperature,
-        val_ece_before=expected_calibration_error(probabilities(logits), labels),
-        val_ece_after=expected_calibration_error(probabilities(logits, temperature), labels),
-        train_seconds=round(seconds, 1), keras=keras.__version__,
-    )
-    (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _open_run(cfg: Config | None, resume: str | Path | None) -> tuple[Path, Config, dict]:
@@ -163,5 +148,5 @@ def train(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
     for cache in run_dir.glob("cache-*"):
         cache.unlink()
     save_state()
-    _calibrate(run_dir, cfg, val_ex, state["seconds"])
+    calibrate(run_dir)
     return run_dir
