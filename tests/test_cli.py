@@ -11,10 +11,9 @@ import sys
 import threading
 import zipfile
 
-import pytest
-
-from conftest import synthetic_image, write_kaggle_tree
 import numpy as np
+import pytest
+from conftest import synthetic_image, write_kaggle_tree
 
 
 def catdog(*args, env=None):

@@ -4,11 +4,11 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import synthetic_image
 
 from catdog import data
-from conftest import synthetic_image, write_kaggle_tree
-import numpy as np
 
 
 @pytest.mark.parametrize("relative, label", [

@@ -2,12 +2,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import synthetic_image, write_kaggle_tree
 
 from catdog import config
 from catdog.images import load_image
 from catdog.predict import Predictor, expand_paths, resolve_model
 from catdog.train import train
-from conftest import synthetic_image, write_kaggle_tree
 
 
 @pytest.fixture(scope="module")

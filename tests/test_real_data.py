@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from conftest import KAGGLE_ZIP
 
 from catdog import config, data
 from catdog.evaluate import evaluate
 from catdog.predict import SHIPPED_MODEL, Predictor
 from catdog.train import train
-from conftest import KAGGLE_ZIP
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,5 +48,5 @@ def test_shipped_model_on_held_out_test_images(prepared):
     examples = data.load_split(work / "manifest.csv", report["root"], "test", max_images=300, seed=7)
     predictor = Predictor()
     records = list(predictor.predict_paths([str(e.path) for e in examples]))
-    correct = sum(r["label"] == data.CLASS_NAMES[e.label] for r, e in zip(records, examples))
+    correct = sum(r["label"] == data.CLASS_NAMES[e.label] for r, e in zip(records, examples, strict=True))
     assert correct / len(examples) >= 0.97

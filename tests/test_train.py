@@ -7,11 +7,11 @@ import sys
 import time
 
 import pytest
+from conftest import write_kaggle_tree
 
 from catdog import config
 from catdog.evaluate import evaluate
 from catdog.train import train
-from conftest import write_kaggle_tree
 
 LEARN = ["image_size=32", "max_images=0", "epochs=8", "batch_size=16", "learning_rate=0.003",
          "rotation=0", "zoom=0", "translation=0", "patience=8"]

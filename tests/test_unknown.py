@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import write_kaggle_tree
 
 from catdog import config
 from catdog.errors import ModelError
@@ -10,7 +11,6 @@ from catdog.model import build_model, unfreeze_top
 from catdog.predict import Predictor, Scored
 from catdog.train import train
 from catdog.unknown import PET_CLASSES, attach_pet_detector, fit_threshold
-from conftest import write_kaggle_tree
 
 
 def test_pet_classes_are_the_imagenet_dogs_and_cats():
@@ -49,7 +49,6 @@ def test_detector_uses_the_original_top_and_round_trips(imagenet_weights, tmp_pa
 def mobilenet_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("unknown")
     tree = write_kaggle_tree(root / "data", per_class=20)
-    models = root / "keras" / "models"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CATDOG_HOME", str(root / "home"))
         cfg = config.resolve("tiny", [f"data={tree}", f"runs_dir={root / 'runs'}", "name=m", "model=MobileNet",

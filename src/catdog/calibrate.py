@@ -68,8 +68,8 @@ def calibrate(run: str | os.PathLike) -> dict:
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
         keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
     predictor = Predictor(run_dir)  # its scores are raw logits and p_pet, whatever model.json says
-    scored = [s for s in predictor.score_paths([str(e.path) for e in val_ex])]
-    labels = np.array([e.label for e, s in zip(val_ex, scored) if s.error is None])
+    scored = list(predictor.score_paths([str(e.path) for e in val_ex]))
+    labels = np.array([e.label for e, s in zip(val_ex, scored, strict=True) if s.error is None])
     logits = np.array([s.logit for s in scored if s.error is None])
     temperature = fit_temperature(logits, labels)
     state_path = run_dir / "state.json"

@@ -155,7 +155,7 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         checks = list(pool.map(lambda item: _check(root / item[0]), labelled))
     groups, seen = collections.defaultdict(list), {}
-    for (rel, label), (digest, reason) in zip(labelled, checks):
+    for (rel, label), (digest, reason) in zip(labelled, checks, strict=True):
         if reason:
             skipped.append((str(rel), reason))
         elif digest in seen:

@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from catdog import config as config_lib
-from catdog import data, model as model_lib
+from catdog import data
+from catdog import model as model_lib
 from catdog.calibrate import calibrate
 from catdog.config import Config
 from catdog.pipeline import make_dataset
