@@ -64,6 +64,8 @@ def test_expand_paths(tmp_path):
     assert expand_paths([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
     assert expand_paths([str(tmp_path / "**" / "*.webp")]) == [str(tmp_path / "sub/c.webp")]
     assert expand_paths([str(tmp_path / "*.gif"), "nope.jpg"]) == [str(tmp_path / "*.gif"), "nope.jpg"]
+    (tmp_path / "empty").mkdir()
+    assert expand_paths([tmp_path / "empty"]) == [str(tmp_path / "empty")]  # reported, not dropped
 
 
 def test_resolve_model_errors(tmp_path):

@@ -67,3 +67,13 @@ def test_resume_after_kill_9_keeps_finished_epochs(tmp_path, kaggle_tree):
     assert sorted(set(epochs)) == list(range(40))  # continued where it stopped, not from 0
     assert epochs.count(done[-1] + 1) <= 2  # at most the interrupted epoch runs twice
     assert (run_dir / "model.json").exists() and not (run_dir / "backup").exists()
+
+
+def test_a_last_batch_of_one_trains(tmp_path):
+    """A regression guard: TF 2.21's oneDNN strided 1x1 conv gradient corrupted the heap on a
+    smaller last batch. In a subprocess, so that a crash fails this test, not the whole run."""
+    tree = write_kaggle_tree(tmp_path / "data", per_class=11)  # 9 + 9 train images
+    args = [sys.executable, "-m", "catdog.cli", "train", "--preset", "tiny", f"data={tree}", "max_images=0",
+            "batch_size=17", "epochs=2", f"runs_dir={tmp_path / 'runs'}", "name=odd"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -45,7 +45,7 @@ class Config:
     brightness: float = 0.1
 
     # --- optimisation
-    epochs: int = 20  # scratch: all epochs; backbone: fine-tuning epochs after the frozen phase
+    epochs: int = 15  # scratch: all epochs; backbone: fine-tuning epochs after the frozen phase
     batch_size: int = 64
     learning_rate: float = 2e-3  # peak of a warm-up + cosine schedule
     warmup_epochs: float = 1.0

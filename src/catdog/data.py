@@ -126,7 +126,8 @@ def _extracted(archive: Path, work: Path) -> Path:
 def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
     """(labelled files, skipped files with reasons, count of ignored non-image files)."""
     labelled, skipped, ignored = [], [], 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    # Symlinks too: a dangling one is a broken file to report, not nothing.
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(root)
         if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts) or not is_image_name(rel):
             ignored += 1  # Thumbs.db, README.txt, resource forks: not pictures, not errors

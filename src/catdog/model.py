@@ -64,12 +64,16 @@ def _scratch_features(x, cfg: Config):
     x = keras.layers.Activation("relu")(x)
     for stage in range(cfg.stages):
         filters = cfg.width * 2**stage
-        shortcut = keras.layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        # Average-pool then 1x1 conv (ResNet-D), not a strided 1x1 conv: besides skipping no
+        # pixels, it avoids a oneDNN fault in TF 2.21 whose strided 1x1 conv gradient corrupts
+        # the heap when the batch size changes (a last, smaller batch).
+        shortcut = keras.layers.AveragePooling2D(2, padding="same")(x)
+        shortcut = keras.layers.Conv2D(filters, 1, use_bias=False)(shortcut)
         for _ in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = keras.layers.BatchNormalization(momentum=0.9)(x)
             x = keras.layers.Activation("relu")(x)
-        # Down-sample, then add the strided 1x1 shortcut so gradients reach early stages.
+        # Down-sample, then add the shortcut so gradients reach early stages.
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
         x = keras.layers.Add()([x, shortcut])
     return keras.layers.GlobalAveragePooling2D(name="features")(x)

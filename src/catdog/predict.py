@@ -43,12 +43,14 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
 def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Files as given, folders as their image files (recursively, sorted), globs expanded.
 
-    A path that does not exist is kept, so that it is reported as an error, not dropped.
+    A path that does not exist, or a folder without images, is kept so that it is reported as
+    an error, not dropped.
     """
     paths = []
     for item in map(str, inputs):
         if os.path.isdir(item):
-            paths += sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and is_image_name(p))
+            found = sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and is_image_name(p))
+            paths += found or [item]  # a folder with no images is reported, not silently dropped
         elif not os.path.exists(item) and glob.has_magic(item):
             matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m))
             paths += matches or [item]
