@@ -106,7 +106,7 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
         load_image(tmp_path / "big.png")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)  # same cases in every CI run
 @given(
     width=st.integers(1, 64), height=st.integers(1, 64),
     mode=st.sampled_from(["RGB", "L", "RGBA", "P", "LA", "1"]),
@@ -126,7 +126,7 @@ def test_any_small_image_decodes_to_rgb_uint8(width, height, mode, fmt, size, se
     assert pixels.dtype == np.uint8 and pixels.shape == ((size, size, 3) if size else (height, width, 3))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.binary(max_size=2000))
 def test_fuzzed_bytes_never_escape_as_other_errors(payload):
     try:
