@@ -57,3 +57,11 @@ def test_a_file_broken_after_prepare_does_not_stop_the_epoch(examples):
     with pytest.warns(UserWarning, match="unreadable image"):
         x, _ = next(iter(make_dataset(examples, cfg, training=False)))
     assert x.shape[0] == len(examples) and x[0].numpy().max() == 0
+
+
+def test_training_batches_are_full(examples):
+    cfg = config.resolve("tiny", ["batch_size=10", "augment=false"])
+    sizes = [int(x.shape[0]) for x, _ in make_dataset(examples, cfg, training=True)]
+    assert sizes == [10] * (len(examples) // 10)
+    sizes = [int(x.shape[0]) for x, _ in make_dataset(examples, cfg, training=False)]
+    assert sum(sizes) == len(examples)  # evaluation sees every example

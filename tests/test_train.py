@@ -69,9 +69,10 @@ def test_resume_after_kill_9_keeps_finished_epochs(tmp_path, kaggle_tree):
     assert (run_dir / "model.json").exists() and not (run_dir / "backup").exists()
 
 
-def test_a_last_batch_of_one_trains(tmp_path):
+def test_a_set_not_divisible_by_the_batch_trains(tmp_path):
     """A regression guard: TF 2.21's oneDNN strided 1x1 conv gradient corrupted the heap on a
-    smaller last batch. In a subprocess, so that a crash fails this test, not the whole run."""
+    smaller last batch (18 images, batches of 17). In a subprocess, so that a crash fails this
+    test, not the whole run."""
     tree = write_kaggle_tree(tmp_path / "data", per_class=11)  # 9 + 9 train images
     args = [sys.executable, "-m", "catdog.cli", "train", "--preset", "tiny", f"data={tree}", "max_images=0",
             "batch_size=17", "epochs=2", f"runs_dir={tmp_path / 'runs'}", "name=odd"]

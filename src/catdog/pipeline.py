@@ -77,7 +77,9 @@ def make_dataset(
         ds = ds.cache(str(cache_file))
     if training:
         ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size)
+    # Training batches are all full: TF 2.21's oneDNN kernels have crashed on a smaller last
+    # batch (strided 1x1 conv gradients), and a shuffled set loses no example for good.
+    ds = ds.batch(cfg.batch_size, drop_remainder=training and len(paths) >= cfg.batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.augment:
         augment = build_augmentation(cfg)
