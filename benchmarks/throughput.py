@@ -90,6 +90,12 @@ def predict_speed(model: str | None, data_path: str, n: int) -> list[dict]:
         predictor.model.predict(np.asarray(image)[None].astype("float32"), verbose=0)
     loop = time.perf_counter() - started
 
+    plain = Predictor(model, batch_size=64, unknown=False)
+    list(plain.predict_paths(paths[:64]))
+    started = time.perf_counter()
+    list(plain.predict_paths(paths))
+    no_unknown = time.perf_counter() - started
+
     single = Predictor(model, batch_size=1)
     list(single.predict_paths(paths[:2]))
     started = time.perf_counter()
@@ -98,7 +104,9 @@ def predict_speed(model: str | None, data_path: str, n: int) -> list[dict]:
     name = predictor.meta.get("model", "?")
     return [
         dict(what=f"predict {name}, Predictor batch 64", images=len(paths), images_per_second=round(len(paths) / batched, 1)),
-        dict(what=f"predict {name}, one image per call", images=len(few), images_per_second=round(len(few) / (latency * len(few)), 1),
+        dict(what=f"predict {name}, Predictor batch 64, --no-unknown", images=len(paths),
+             images_per_second=round(len(paths) / no_unknown, 1)),
+        dict(what=f"predict {name}, one image per call", images=len(few), images_per_second=round(1 / latency, 1),
              latency_ms=round(latency * 1000, 1)),
         dict(what=f"predict {name}, tutorial loop (model.predict per image)", images=len(few),
              images_per_second=round(len(few) / loop, 1)),

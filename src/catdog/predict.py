@@ -102,7 +102,7 @@ class Predictor:
         self._score_pets = self.has_detector and unknown is not False  # off: skip the detector's work
         self.batch_size, self.tta = batch_size, tta
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-        self._forward = tf.function(self._outputs, input_signature=[spec])
+        self._forward = tf.function(self._outputs, input_signature=[spec], autograph=False)  # plain Python
 
     def _outputs(self, pixels):
         out = self.model(pixels, training=False)
