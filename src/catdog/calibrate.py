@@ -68,9 +68,10 @@ def calibrate(run: str | os.PathLike) -> dict:
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
         keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
     predictor = Predictor(run_dir)  # its scores are raw logits and p_pet, whatever model.json says
-    scored = list(predictor.score_paths([str(e.path) for e in val_ex]))
-    labels = np.array([e.label for e, s in zip(val_ex, scored, strict=True) if s.error is None])
-    logits = np.array([s.logit for s in scored if s.error is None])
+    scores = predictor.score_paths([str(e.path) for e in val_ex])
+    pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
+    labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
+    logits = np.array([s.logit for s in scored])
     temperature = fit_temperature(logits, labels)
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -83,6 +84,6 @@ def calibrate(run: str | os.PathLike) -> dict:
     )
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
-        meta["unknown_threshold"] = unknown.fit_threshold([s.p_pet for s in scored if s.error is None], cfg.unknown_budget)
+        meta["unknown_threshold"] = unknown.fit_threshold([s.p_pet for s in scored], cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

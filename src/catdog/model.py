@@ -92,8 +92,6 @@ def load_backbone(cfg: Config, include_top: bool = False) -> keras.Model:
     kwargs = dict(include_top=include_top, input_shape=(cfg.image_size, cfg.image_size, 3))
     if not include_top:
         kwargs["pooling"] = "avg"
-    if BACKBONES[cfg.model][1] == "raw" and cfg.model.startswith("MobileNetV3"):
-        kwargs["include_preprocessing"] = True
     imagenet = cfg.weights == "imagenet"
     try:
         backbone = constructor(weights="imagenet" if imagenet else None, **kwargs)

@@ -104,7 +104,7 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
     """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
     train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train")
     val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
-    _compile(model, cfg, cfg.learning_rate, math.ceil(len(train_ex) / cfg.batch_size), cfg.epochs)
+    _compile(model, cfg, cfg.learning_rate, int(train_ds.cardinality()), cfg.epochs)
     best = _best_val_loss(run_dir, state.get("head_val_loss"))
     callbacks = [
         # First, so an epoch is safe on disk before anything else can be interrupted.

@@ -19,7 +19,6 @@ from catdog.model import load_backbone
 
 # ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
 PET_CLASSES = tuple(range(151, 269)) + tuple(range(281, 286))
-DEFAULT_BUDGET = 0.005  # share of validation pets allowed to fall under the threshold
 
 
 def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
@@ -58,6 +57,6 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
     return keras.Model(pixels, {"logit": logit, "p_pet": p_pet}, name=f"{model.name}_with_unknown")
 
 
-def fit_threshold(p_pet_of_pets, budget: float = DEFAULT_BUDGET) -> float:
+def fit_threshold(p_pet_of_pets, budget: float) -> float:
     """The `p_pet` below which only `budget` of these (validation) cats and dogs fall."""
     return float(np.quantile(np.asarray(p_pet_of_pets, dtype=np.float64), budget))
