@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from conftest import write_kaggle_tree
 
 from catdog import config
@@ -10,17 +11,31 @@ from catdog.errors import ModelError
 from catdog.model import build_model, unfreeze_top
 from catdog.predict import Predictor, Scored
 from catdog.train import train
-from catdog.unknown import PET_CLASSES, attach_pet_detector, fit_threshold
+from catdog.unknown import PET_CLASSES, attach_pet_detector, fit_thresholds
 
 
 def test_pet_classes_are_the_imagenet_dogs_and_cats():
     assert len(PET_CLASSES) == 123 and PET_CLASSES[0] == 151 and PET_CLASSES[-1] == 285
 
 
-def test_threshold_gives_up_the_budgeted_share():
+def test_one_score_gives_up_the_budgeted_share():
     p_pet = np.random.default_rng(0).uniform(0, 1, 10000)
-    threshold = fit_threshold(p_pet, budget=0.01)
+    threshold = fit_thresholds({"p_pet": p_pet}, budget=0.01)["p_pet"]
     assert abs(np.mean(p_pet < threshold) - 0.01) < 0.001
+
+
+@pytest.mark.parametrize("correlation", [0.0, 0.9, 1.0])
+def test_scores_share_the_budget(correlation):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=20000)
+    b = correlation * a + np.sqrt(1 - correlation**2) * rng.normal(size=a.size)
+    thresholds = fit_thresholds({"a": a, "b": b}, budget=0.01)
+    given_up = np.mean((a < thresholds["a"]) | (b < thresholds["b"]))
+    assert 0.0095 <= given_up <= 0.01
+    # Independent scores split it in about two; identical ones each use all of it.
+    expected_each = 0.01 if correlation == 1.0 else 0.005 if correlation == 0.0 else None
+    if expected_each:
+        assert abs(np.mean(a < thresholds["a"]) - expected_each) < 0.001
 
 
 def test_detector_uses_the_original_top_and_round_trips(imagenet_weights, tmp_path):
@@ -34,14 +49,18 @@ def test_detector_uses_the_original_top_and_round_trips(imagenet_weights, tmp_pa
     out = detector(pixels, training=False)
     np.testing.assert_allclose(out["logit"], model(pixels, training=False), rtol=1e-5, atol=1e-5)
 
-    reference = keras.applications.MobileNet(weights=None, input_shape=(224, 224, 3))
+    reference = keras.applications.MobileNet(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     reference.load_weights(imagenet_weights / "mobilenet_1_0_224_tf.h5")
-    expected = reference(pixels / 127.5 - 1.0).numpy()[:, list(PET_CLASSES)].sum(axis=1)
-    np.testing.assert_allclose(np.ravel(out["p_pet"]), expected, rtol=0.1, atol=2e-3)  # bfloat16 weights
+    logits = reference(pixels / 127.5 - 1.0).numpy().astype("float64")
+    pet_energy = logsumexp(logits[:, list(PET_CLASSES)], axis=1)
+    np.testing.assert_allclose(np.ravel(out["pet_energy"]), pet_energy, atol=0.15)  # bfloat16 weights
+    np.testing.assert_allclose(np.ravel(out["p_pet"]), np.exp(pet_energy - logsumexp(logits, axis=1)),
+                               rtol=0.15, atol=2e-3)
 
     detector.save(tmp_path / "d.keras")
     loaded = keras.saving.load_model(tmp_path / "d.keras")
-    np.testing.assert_allclose(loaded(pixels, training=False)["p_pet"], out["p_pet"], rtol=1e-5)
+    for name in ("p_pet", "pet_energy"):
+        np.testing.assert_allclose(loaded(pixels, training=False)[name], out[name], rtol=1e-5)
     assert (tmp_path / "d.keras").stat().st_size < 20 * 2**20  # the shipped model must stay small
 
 
@@ -59,23 +78,42 @@ def mobilenet_run(tmp_path_factory):
             pytest.skip(str(error))
 
 
-def test_training_a_backbone_fits_the_unknown_threshold(mobilenet_run, tmp_path):
+def test_training_a_backbone_fits_the_unknown_thresholds(mobilenet_run, tmp_path):
     meta = json.loads((mobilenet_run / "model.json").read_text())
-    assert 0.0 < meta["unknown_threshold"] < 1.0 and meta["unknown_budget"] == 0.005
+    thresholds = meta["unknown_thresholds"]
+    assert 0.0 < thresholds["p_pet"] < 1.0 and np.isfinite(thresholds["pet_energy"])
+    assert meta["unknown_budget"] == 0.005
     predictor = Predictor(mobilenet_run)
     assert predictor.unknown and predictor.has_detector
-    low, high = meta["unknown_threshold"] / 2, min(1.0, meta["unknown_threshold"] * 2)
-    assert predictor.record(Scored("a.jpg", 3.0, low))["label"] == "unknown"
-    assert predictor.record(Scored("b.jpg", 3.0, high))["label"] == "dog"
+    high = {"p_pet": min(1.0, thresholds["p_pet"] * 2), "pet_energy": thresholds["pet_energy"] + 1}
+    for low_one in thresholds:  # either score alone below its threshold makes it "unknown"
+        low = {**high, low_one: thresholds[low_one] - (thresholds[low_one] / 2 if low_one == "p_pet" else 1)}
+        assert predictor.record(Scored("a.jpg", 3.0, low))["label"] == "unknown"
+    record = predictor.record(Scored("b.jpg", 3.0, high))
+    assert record["label"] == "dog" and record["pet_energy"] == pytest.approx(high["pet_energy"], abs=1e-6)
     switched_off = Predictor(mobilenet_run, unknown=False)
     assert switched_off.record(Scored("a.jpg", 3.0, low)) == {"path": "a.jpg", "label": "dog", "p_dog": pytest.approx(
         1 / (1 + np.exp(-3.0 / meta["temperature"])), abs=1e-6)}
     assert "p_pet" not in next(switched_off.predict_paths([str(mobilenet_run / "../../data/train/cat.0.jpg")]))
 
 
+def test_a_model_json_from_before_pet_energy_still_reads(mobilenet_run):
+    meta = json.loads((mobilenet_run / "model.json").read_text())
+    meta["unknown_threshold"] = meta.pop("unknown_thresholds")["p_pet"]
+    predictor = Predictor(mobilenet_run, meta=meta)
+    assert predictor.unknown_thresholds == {"p_pet": meta["unknown_threshold"]}
+    very_low_energy = {"p_pet": 1.0, "pet_energy": -100.0}
+    assert predictor.record(Scored("a.jpg", 3.0, very_low_energy))["label"] == "dog"
+
+
+def test_thresholds_for_scores_the_model_lacks_are_an_error(mobilenet_run):
+    with pytest.raises(ModelError, match="thresholds for"):
+        Predictor(mobilenet_run, meta={"unknown_thresholds": {"p_horse": 0.5}})
+
+
 def test_scratch_models_have_no_detector(tmp_path, kaggle_tree):
     run_dir = train(config.resolve("tiny", [f"data={kaggle_tree}", f"runs_dir={tmp_path}", "name=s"]))
-    assert "unknown_threshold" not in json.loads((run_dir / "model.json").read_text())
+    assert "unknown_thresholds" not in json.loads((run_dir / "model.json").read_text())
     assert not Predictor(run_dir).unknown
     with pytest.raises(ModelError, match="no fitted unknown detector"):
         Predictor(run_dir, unknown=True)

@@ -19,6 +19,7 @@ from scipy.special import expit
 
 from catdog import config as config_lib
 from catdog import data, unknown
+from catdog.errors import ModelError
 from catdog.predict import Predictor
 
 
@@ -67,7 +68,10 @@ def calibrate(run: str | os.PathLike) -> dict:
     model = keras.saving.load_model(run_dir / "model.keras")
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
         keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
-    predictor = Predictor(run_dir)  # its scores are raw logits and p_pet, whatever model.json says
+    elif isinstance(model.output, dict) and set(model.output) != {"logit", *unknown.SCORES}:
+        raise ModelError(f"{run_dir}: its unknown detector is from an older catdog ({sorted(model.output)}); "
+                         "its thresholds cannot be refitted")
+    predictor = Predictor(run_dir, meta={})  # raw logits and detector scores, whatever model.json says
     scores = predictor.score_paths([str(e.path) for e in val_ex])
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
@@ -84,6 +88,7 @@ def calibrate(run: str | os.PathLike) -> dict:
     )
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
-        meta["unknown_threshold"] = unknown.fit_threshold([s.p_pet for s in scored], cfg.unknown_budget)
+        meta["unknown_thresholds"] = unknown.fit_thresholds(
+            {name: [s.pet[name] for s in scored] for name in predictor.detector_scores}, cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

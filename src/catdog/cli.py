@@ -76,7 +76,7 @@ def _predict(args) -> int:
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "p_pet", "error"], lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "p_pet", "pet_energy", "error"], lineterminator="\n")
         writer.writeheader()
     for record in predictor.predict_paths(args.paths):
         failed += "error" in record

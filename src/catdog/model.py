@@ -80,7 +80,8 @@ def _scratch_features(x, cfg: Config):
 
 
 def load_backbone(cfg: Config, include_top: bool = False) -> keras.Model:
-    """`keras.applications.<cfg.model>` without its top and globally pooled, or with its top.
+    """`keras.applications.<cfg.model>` without its top and globally pooled, or with its top
+    giving ImageNet logits (no softmax).
 
     `cfg.weights` is "imagenet" (from the Keras cache, `$KERAS_HOME/models`, downloaded when
     online), "none", or a path to a weights file.
@@ -90,7 +91,9 @@ def load_backbone(cfg: Config, include_top: bool = False) -> keras.Model:
     module = importlib.import_module(f"keras.applications.{BACKBONES[cfg.model][0]}")
     constructor = getattr(module, cfg.model)
     kwargs = dict(include_top=include_top, input_shape=(cfg.image_size, cfg.image_size, 3))
-    if not include_top:
+    if include_top:
+        kwargs["classifier_activation"] = None
+    else:
         kwargs["pooling"] = "avg"
     imagenet = cfg.weights == "imagenet"
     try:

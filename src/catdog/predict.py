@@ -23,6 +23,7 @@ import tensorflow as tf
 from scipy.special import expit
 
 from catdog import model as _registers_custom_layers  # noqa: F401  (ImageNetScaling)
+from catdog import unknown as _unknown  # also registers PetEvidence
 from catdog.errors import ModelError
 from catdog.images import ImageError, is_image_name, load_image
 
@@ -72,33 +73,42 @@ def _resize_height(model: keras.Model) -> int:
 class Scored(NamedTuple):
     path: str
     logit: float | None = None  # uncalibrated evidence for "dog"
-    p_pet: float | None = None  # ImageNet mass on cats and dogs, where the model has the detector
+    pet: dict[str, float] | None = None  # the unknown detector's scores, where the model has one
     error: str | None = None
 
 
 class Predictor:
     """A loaded model with its calibration, ready to classify images in batches.
 
-    `unknown` (default: on where the model has the pet detector and a fitted threshold)
-    answers "unknown" for pictures that show neither a cat nor a dog.
+    `unknown` (default: on where the model has the pet detector and fitted thresholds)
+    answers "unknown" for pictures that show neither a cat nor a dog (`catdog.unknown`).
+    `meta` replaces the `model.json` beside the model file.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 64, tta: bool = False,
-                 unknown: bool | None = None):
+                 unknown: bool | None = None, meta: dict | None = None):
         self.path = resolve_model(model)
         self.model = keras.saving.load_model(self.path, compile=False)
         meta_path = self.path.with_suffix(".json")
-        self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if meta is None:  # calibration and image size; {} for raw, uncalibrated scores
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.meta = meta
         self.image_size = int(self.meta.get("image_size") or _resize_height(self.model))
         if not self.image_size:
             raise ModelError(f"{self.path}: no Resizing layer, and no model.json to give the image size")
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
         self.has_detector = isinstance(self.model.output, dict)
-        self.unknown_threshold = self.meta.get("unknown_threshold")
-        if unknown and (not self.has_detector or self.unknown_threshold is None):
+        self.detector_scores = sorted(set(self.model.output) - {"logit"}) if self.has_detector else []
+        self.unknown_thresholds = self.meta.get("unknown_thresholds")
+        if "unknown_threshold" in self.meta:  # written before pet_energy existed: p_pet alone
+            self.unknown_thresholds = {"p_pet": self.meta["unknown_threshold"]}
+        if self.unknown_thresholds and not set(self.unknown_thresholds) <= set(self.detector_scores):
+            raise ModelError(f"{self.path}: model.json has thresholds for {sorted(self.unknown_thresholds)}, "
+                             f"the model gives {self.detector_scores} (run `catdog calibrate`)")
+        if unknown and not self.unknown_thresholds:
             raise ModelError(f"{self.path}: this model has no fitted unknown detector (run `catdog calibrate`)")
-        self.unknown = self.unknown_threshold is not None if unknown is None else unknown
+        self.unknown = bool(self.unknown_thresholds) if unknown is None else unknown
         self._score_pets = self.has_detector and unknown is not False  # off: skip the detector's work
         self.batch_size, self.tta = batch_size, tta
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
@@ -111,7 +121,7 @@ class Predictor:
         return out if self._score_pets else {"logit": out["logit"]}
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """{"logit": ..., "p_pet": ...} for a batch of (N, size, size, 3) pixels; TTA averages a mirror."""
+        """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror."""
         x = tf.convert_to_tensor(pixels, tf.float32)
         views = [x, tf.reverse(x, axis=[2])] if self.tta else [x]
         outs = [self._forward(v) for v in views]
@@ -152,20 +162,20 @@ class Predictor:
                     if error:
                         yield Scored(path, error=error)
                         continue
-                    p_pet = scores.get("p_pet")
-                    yield Scored(path, float(scores["logit"][at]), None if p_pet is None else float(p_pet[at]))
+                    pet = {name: float(scores[name][at]) for name in self.detector_scores if name in scores}
+                    yield Scored(path, float(scores["logit"][at]), pet or None)
                     at += 1
 
     def record(self, scored: Scored) -> dict:
-        """The answer for one image: {"path", "label", "p_dog"[, "p_pet"]} or {"path", "error"}."""
+        """The answer for one image: {"path", "label", "p_dog"[, "p_pet", "pet_energy"]} or {"path", "error"}."""
         if scored.error:
             return {"path": scored.path, "error": scored.error}
         p_dog = float(expit(scored.logit / self.temperature))
         label = self.class_names[int(p_dog >= 0.5)]
         record = {"path": scored.path, "label": label, "p_dog": round(p_dog, 6)}
-        if self.unknown and scored.p_pet is not None:
-            record["p_pet"] = round(scored.p_pet, 6)
-            if scored.p_pet < self.unknown_threshold:
+        if self.unknown and scored.pet:
+            record.update((name, round(value, 6)) for name, value in scored.pet.items())
+            if _unknown.is_unknown(scored.pet, self.unknown_thresholds):
                 record["label"] = "unknown"
         return record
 

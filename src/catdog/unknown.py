@@ -1,15 +1,23 @@
 """'Neither cat nor dog': the backbone's own ImageNet classifier as a pet detector.
 
-ImageNet's 1000 classes include 118 dog breeds and 5 domestic cats. The detector adds a
-second output to a trained backbone model, `p_pet`: the ImageNet softmax mass on those 123
-classes, computed from the backbone's *original* top blocks (the fine-tuned ones no longer
-feed the ImageNet classifier well). The trunk below the fine-tuned blocks is shared, so for
-MobileNet the extra work is about 14% of a forward pass. A picture whose `p_pet` is below a
-threshold is answered "unknown"; the threshold is the `budget` quantile of `p_pet` over the
-validation cats and dogs, so about that share of real pets is given up.
+ImageNet's 1000 classes include 118 dog breeds and 5 domestic cats. The detector adds two
+outputs to a trained backbone model, computed from the backbone's *original* top blocks and
+ImageNet classifier (the fine-tuned blocks no longer feed that classifier well):
+
+- `p_pet`, the softmax mass on those 123 classes: is a cat or dog the best explanation of
+  the picture, compared with the other 877 classes?
+- `pet_energy`, the log-sum-exp of their logits (the energy score of Liu et al., 2020,
+  restricted to the pet classes): how much evidence for a cat or dog is there at all? A
+  texture or a blank sky can spread its softmax mass so thinly that cats and dogs keep a
+  share of it, yet with logits too low to be a real pet.
+
+A picture is answered "unknown" when either score falls below its threshold. The trunk below
+the fine-tuned blocks is shared, so for MobileNet the extra work is about 14% of a forward pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import keras
 import numpy as np
@@ -19,14 +27,33 @@ from catdog.model import load_backbone
 
 # ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
 PET_CLASSES = tuple(range(151, 269)) + tuple(range(281, 286))
+SCORES = ("p_pet", "pet_energy")  # the detector's outputs; for both, higher means more pet-like
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class PetEvidence(keras.layers.Layer):
+    """ImageNet logits -> (p_pet, pet_energy), each of shape (N, 1), in float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        logits = keras.ops.cast(logits, "float32")
+        energy = keras.ops.logsumexp(keras.ops.take(logits, PET_CLASSES, axis=-1), axis=-1, keepdims=True)
+        p_pet = keras.ops.exp(energy - keras.ops.logsumexp(logits, axis=-1, keepdims=True))
+        return p_pet, energy
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1), (input_shape[0], 1)
 
 
 def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
-    """`model` (a trained backbone classifier) with outputs {"logit", "p_pet"}."""
+    """`model` (a trained backbone classifier) with outputs {"logit", "p_pet", "pet_energy"}."""
     features = model.get_layer("features")
     backbone = features.get_layer("backbone")
     # The original weights with the ImageNet head, stored as bfloat16: this keeps the shipped
-    # MobileNet model under 20 MB, and p_pet needs no more precision than that.
+    # MobileNet model under 20 MB, and the scores need no more precision than that.
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("bfloat16")
     try:
@@ -49,14 +76,32 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
         x = layer(x)  # resize and scaling, as trained
     shared = trunk(x, training=False)
     logit = model.get_layer("head")(tuned_top(shared, training=False))
-    pet_mass = keras.layers.Dense(1, use_bias=False, trainable=False, name="p_pet")
-    p_pet = pet_mass(imagenet_top(shared, training=False))
-    indicator = np.zeros((1000, 1), np.float32)
-    indicator[list(PET_CLASSES)] = 1.0
-    pet_mass.set_weights([indicator])
-    return keras.Model(pixels, {"logit": logit, "p_pet": p_pet}, name=f"{model.name}_with_unknown")
+    p_pet, pet_energy = PetEvidence(name="pet_evidence")(imagenet_top(shared, training=False))
+    return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy},
+                       name=f"{model.name}_with_unknown")
 
 
-def fit_threshold(p_pet_of_pets, budget: float) -> float:
-    """The `p_pet` below which only `budget` of these (validation) cats and dogs fall."""
-    return float(np.quantile(np.asarray(p_pet_of_pets, dtype=np.float64), budget))
+def fit_thresholds(scores: Mapping[str, np.ndarray], budget: float) -> dict[str, float]:
+    """A threshold per score, all at one quantile level of these (validation) pets' scores.
+
+    The level is the highest at which at most `budget` of the pets fall below *any* threshold,
+    so the scores share the budget by how much they disagree about which pets look unusual.
+    """
+    arrays = {name: np.asarray(values, dtype=np.float64).ravel() for name, values in scores.items()}
+
+    def at(level: float) -> dict[str, float]:
+        return {name: float(np.quantile(values, level)) for name, values in arrays.items()}
+
+    def given_up(thresholds: dict[str, float]) -> float:
+        return float(np.mean(np.any([arrays[name] < t for name, t in thresholds.items()], axis=0)))
+
+    low, high = 0.0, budget  # given_up(at(level)) never falls as the level rises
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if given_up(at(middle)) <= budget else (low, middle)
+    return at(low)
+
+
+def is_unknown(scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bool:
+    """True when any of the detector's scores is below its threshold."""
+    return any(scores[name] < threshold for name, threshold in thresholds.items())
