@@ -54,7 +54,7 @@ def main() -> None:
     test = [str(e.path) for e in data.load_split(run / "manifest.csv", root, "test")]
     rows = []
     sets = [("non-pet sample photos", non_pets, True)]
-    sets += [(f"non-pets in {folder}", [str(folder)], True) for folder in args.non_pets]
+    sets += [(f"non-pets in {folder.name}/", [str(folder)], True) for folder in args.non_pets]
     sets += [("pet sample photos", pets, False), ("test split cats and dogs", test, False)]
     for name, paths, non_pet in sets:
         records = list(predictor.predict_paths(paths))

@@ -16,7 +16,6 @@ from catdog import config, data
 from catdog.predict import Predictor
 from catdog.train import train
 
-
 _seeds = iter(range(1000))
 
 

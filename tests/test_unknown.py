@@ -1,12 +1,15 @@
 import json
+import shutil
 
 import keras
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 from conftest import write_kaggle_tree
+from scipy.special import logsumexp
 
 from catdog import config
+from catdog.calibrate import calibrate
+from catdog.config import ConfigError
 from catdog.errors import ModelError
 from catdog.model import build_model, unfreeze_top
 from catdog.predict import Predictor, Scored
@@ -22,6 +25,13 @@ def test_one_score_gives_up_the_budgeted_share():
     p_pet = np.random.default_rng(0).uniform(0, 1, 10000)
     threshold = fit_thresholds({"p_pet": p_pet}, budget=0.01)["p_pet"]
     assert abs(np.mean(p_pet < threshold) - 0.01) < 0.001
+
+
+def test_a_larger_budget_gives_higher_thresholds():
+    rng = np.random.default_rng(2)
+    scores = {"a": rng.normal(size=5000), "b": rng.exponential(size=5000)}
+    strict, loose = fit_thresholds(scores, 0.005), fit_thresholds(scores, 0.05)
+    assert all(loose[name] > strict[name] for name in scores)
 
 
 @pytest.mark.parametrize("correlation", [0.0, 0.9, 1.0])
@@ -117,3 +127,16 @@ def test_scratch_models_have_no_detector(tmp_path, kaggle_tree):
     assert not Predictor(run_dir).unknown
     with pytest.raises(ModelError, match="no fitted unknown detector"):
         Predictor(run_dir, unknown=True)
+
+
+def test_recalibrating_with_another_budget(mobilenet_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(mobilenet_run, run)
+    before = json.loads((run / "model.json").read_text())
+    after = calibrate(run, unknown_budget=0.2)
+    assert after["unknown_budget"] == 0.2 and json.loads((run / "model.json").read_text()) == after
+    # A few validation images only: a larger budget may give up no more of them, never fewer.
+    assert all(after["unknown_thresholds"][k] >= before["unknown_thresholds"][k] for k in ("p_pet", "pet_energy"))
+    with pytest.raises(ConfigError, match="unknown_budget"):
+        calibrate(run, unknown_budget=1.5)
+    assert json.loads((run / "model.json").read_text()) == after  # a refused budget changes nothing

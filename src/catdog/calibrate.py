@@ -59,10 +59,18 @@ def expected_calibration_error(p_positive, labels, bins: int = 15) -> float:
     return float(ece)
 
 
-def calibrate(run: str | os.PathLike) -> dict:
-    """Fits temperature (and the unknown threshold) on the run's validation split; returns model.json."""
+def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> dict:
+    """Fits temperature (and the unknown thresholds) on the run's validation split; returns model.json.
+
+    `unknown_budget` (default: the run's config) is the share of validation cats and dogs that
+    the unknown detector may give up.
+    """
     run_dir = Path(run)
     cfg = config_lib.load(run_dir / "config.json")
+    if unknown_budget is not None:
+        if not 0.0 <= unknown_budget < 0.5:
+            raise config_lib.ConfigError(f"unknown_budget: expected a share in [0, 0.5), got {unknown_budget}")
+        cfg = config_lib.override(cfg, {"unknown_budget": unknown_budget})
     root = json.loads((run_dir / "data.json").read_text())["root"]
     val_ex = data.load_split(run_dir / "manifest.csv", root, "val", cfg.max_images, cfg.seed)
     model = keras.saving.load_model(run_dir / "model.keras")

@@ -5,7 +5,7 @@
     catdog train --data train.zip [--preset mobilenet] [key=value ...]
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
-    catdog calibrate runs/NAME               # refit temperature and the unknown threshold
+    catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv]
 """
 
@@ -64,7 +64,7 @@ def _evaluate(args) -> int:
 def _calibrate(args) -> int:
     from catdog.calibrate import calibrate
 
-    print(json.dumps(calibrate(args.run), indent=2))
+    print(json.dumps(calibrate(args.run, unknown_budget=args.unknown_budget), indent=2))
     return 0
 
 
@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("calibrate", help="refit temperature and the unknown threshold on validation")
+    p = sub.add_parser("calibrate", help="refit temperature and the unknown thresholds on validation")
     p.add_argument("run", help="run folder")
+    p.add_argument("--unknown-budget", type=float, metavar="SHARE",
+                   help="share of validation pets the unknown detector may give up (default: the run's config)")
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("predict", help="classify image files, folders or globs")
