@@ -47,6 +47,12 @@ def test_prepare_train_evaluate_predict(tmp_path, zipped_tree):
     assert "log_loss" in out.stdout and "confusion" in out.stdout
     assert json.loads((run_dir / "metrics_test.json").read_text())["n"] == 2  # round(10% of 12) per class
 
+    out = catdog("calibrate", run_dir)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == json.loads((run_dir / "model.json").read_text())
+    out = catdog("calibrate", run_dir, "--unknown-budget", "2")
+    assert out.returncode == 2 and "unknown_budget" in out.stderr and "Traceback" not in out.stderr
+
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_kaggle_tree
+from PIL import Image
 from scipy.special import logsumexp
 
 from catdog import config
@@ -12,7 +13,7 @@ from catdog.calibrate import calibrate
 from catdog.config import ConfigError
 from catdog.errors import ModelError
 from catdog.model import build_model, unfreeze_top
-from catdog.predict import Predictor, Scored
+from catdog.predict import SHIPPED_MODEL, Predictor, Scored
 from catdog.train import train
 from catdog.unknown import PET_CLASSES, attach_pet_detector, fit_thresholds
 
@@ -140,3 +141,15 @@ def test_recalibrating_with_another_budget(mobilenet_run, tmp_path):
     with pytest.raises(ConfigError, match="unknown_budget"):
         calibrate(run, unknown_budget=1.5)
     assert json.loads((run / "model.json").read_text()) == after  # a refused budget changes nothing
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model in this checkout")
+def test_the_shipped_model_answers_unknown_for_a_blank_page_and_noise(tmp_path):
+    Image.new("RGB", (300, 200), "white").save(tmp_path / "blank.png")
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    predictor = Predictor()
+    records = list(predictor.predict_paths([tmp_path / "blank.png", tmp_path / "noise.png"]))
+    assert [r["label"] for r in records] == ["unknown", "unknown"], records
+    # A blank page leaves cats and dogs a share of a flat softmax; their logits give it away.
+    assert records[0]["pet_energy"] < predictor.unknown_thresholds["pet_energy"]
