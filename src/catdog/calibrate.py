@@ -19,7 +19,6 @@ from scipy.special import expit
 
 from catdog import config as config_lib
 from catdog import data, unknown
-from catdog.errors import ModelError
 from catdog.predict import Predictor
 
 
@@ -76,10 +75,8 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
     model = keras.saving.load_model(run_dir / "model.keras")
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
         keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
-    elif isinstance(model.output, dict) and set(model.output) != {"logit", *unknown.SCORES}:
-        raise ModelError(f"{run_dir}: its unknown detector is from an older catdog ({sorted(model.output)}); "
-                         "its thresholds cannot be refitted")
-    predictor = Predictor(run_dir, meta={})  # raw logits and detector scores, whatever model.json says
+    # Raw logits and detector scores (whichever the model has), whatever model.json says.
+    predictor = Predictor(run_dir, meta={})
     scores = predictor.score_paths([str(e.path) for e in val_ex])
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]

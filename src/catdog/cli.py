@@ -76,7 +76,8 @@ def _predict(args) -> int:
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, ["path", "label", "p_dog", "p_pet", "pet_energy", "error"], lineterminator="\n")
+        fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
+        writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
     for record in predictor.predict_paths(args.paths):
         failed += "error" in record
