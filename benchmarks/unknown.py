@@ -59,8 +59,9 @@ def main() -> None:
     for name, paths, non_pet in sets:
         records = list(predictor.predict_paths(paths))
         unknown = [r for r in records if r.get("label") == "unknown"]
+        missed = [Path(r["path"]).name for r in records if r.get("label") != "unknown"]
         rows.append(dict(set=name, images=len(records), unknown=len(unknown), unknown_rate=len(unknown) / len(records),
-                         missed=[Path(r["path"]).name for r in records if r.get("label") != "unknown"] if non_pet else None))
+                         missed=missed if non_pet else None))
     print("unknown when", " or ".join(f"{k} < {v:.4g}" for k, v in predictor.unknown_thresholds.items()))
     print("| set | images | answered unknown | share |")
     print("| --- | --- | --- | --- |")

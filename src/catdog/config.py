@@ -89,6 +89,7 @@ class ConfigError(ValueError):
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _CHOICES = {"cache": ("memory", "disk", "none")}
+_RANGES = {"unknown_budget": (0.0, 0.5)}  # [low, high)
 
 
 def _parse(key: str, text: str) -> typing.Any:
@@ -118,6 +119,9 @@ def override(cfg: Config, changes: dict[str, typing.Any]) -> Config:
     for key, allowed in _CHOICES.items():
         if key in parsed and parsed[key] not in allowed:
             raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {parsed[key]!r}")
+    for key, (low, high) in _RANGES.items():
+        if key in parsed and not low <= parsed[key] < high:
+            raise ConfigError(f"{key}: expected a value in [{low}, {high}), got {parsed[key]!r}")
     return dataclasses.replace(cfg, **parsed)
 
 

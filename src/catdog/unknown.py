@@ -27,12 +27,11 @@ from catdog.model import load_backbone
 
 # ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
 PET_CLASSES = tuple(range(151, 269)) + tuple(range(281, 286))
-SCORES = ("p_pet", "pet_energy")  # the detector's outputs; for both, higher means more pet-like
 
 
 @keras.saving.register_keras_serializable(package="catdog")
 class PetEvidence(keras.layers.Layer):
-    """ImageNet logits -> (p_pet, pet_energy), each of shape (N, 1), in float32."""
+    """ImageNet logits -> (p_pet, pet_energy), each (N, 1) in float32; higher means more pet-like."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
