@@ -23,6 +23,8 @@ def test_overrides_are_typed():
     ("augment=maybe", "augment: expected true or false"),
     ("epochs", "not of the form key=value"),
     ("cache=gpu", "cache: expected one of memory, disk, none"),
+    ("unknown_budget=0.5", r"unknown_budget: expected a value in \[0.0, 0.5\)"),
+    ("unknown_budget=-0.1", "unknown_budget: expected a value"),
 ])
 def test_bad_overrides_name_the_field(item, message):
     with pytest.raises(config.ConfigError, match=message):
