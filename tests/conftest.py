@@ -74,3 +74,35 @@ def imagenet_weights() -> Path:
     if not (models / "mobilenet_1_0_224_tf_no_top.h5").exists():
         pytest.skip(f"offline ImageNet weights not found in {MOBILENET_WEIGHTS}")
     return models
+
+
+CHROMIUM = Path(os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium"))
+
+
+@pytest.fixture
+def browser_page():
+    """A Playwright page in Debian's headless Chromium (no browser download, no network).
+
+    Skips where Chromium is not installed, except under CATDOG_REQUIRE_BROWSER=1 (set by
+    `.ci/run`), where a missing browser fails the test instead of hiding it.
+    """
+    if not CHROMIUM.exists():
+        if os.environ.get("CATDOG_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium")
+        pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.console_errors = errors
+        try:
+            yield page
+        finally:
+            browser.close()
