@@ -16,9 +16,13 @@ from keras.applications import imagenet_utils
 
 from catdog.config import Config
 
-# keras.applications module of each backbone, and the input scaling it was trained with
-# ("tf": -1..1, "torch": ImageNet mean/std, "caffe": BGR minus mean, "raw": inside the backbone).
+# The module of each backbone (keras.applications', or catdog's own), and the input scaling it
+# was trained with ("tf": -1..1, "torch": ImageNet mean/std, "caffe": BGR minus mean, "raw":
+# inside the backbone).
 BACKBONES = {
+    "EfficientNetLite0": ("catdog.efficientnet_lite", "raw"),
+    "EfficientNetLite1": ("catdog.efficientnet_lite", "raw"),
+    "EfficientNetLite2": ("catdog.efficientnet_lite", "raw"),
     "MobileNet": ("mobilenet", "tf"),
     "MobileNetV2": ("mobilenet_v2", "tf"),
     "MobileNetV3Small": ("mobilenet_v3", "raw"),
@@ -88,7 +92,8 @@ def load_backbone(cfg: Config, include_top: bool = False) -> keras.Model:
     """
     if cfg.model not in BACKBONES:
         raise ValueError(f"unknown model {cfg.model!r}; choose 'scratch' or one of: {', '.join(BACKBONES)}")
-    module = importlib.import_module(f"keras.applications.{BACKBONES[cfg.model][0]}")
+    name = BACKBONES[cfg.model][0]
+    module = importlib.import_module(name if "." in name else f"keras.applications.{name}")
     constructor = getattr(module, cfg.model)
     kwargs = dict(include_top=include_top, input_shape=(cfg.image_size, cfg.image_size, 3))
     if include_top:

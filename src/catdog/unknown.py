@@ -60,7 +60,7 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
     finally:
         keras.config.set_dtype_policy(policy)
     pooling = next(i for i, layer in enumerate(backbone.layers) if "pool" in type(layer).__name__.lower())
-    cut = min(len(backbone.layers) - cfg.fine_tune_layers, pooling)
+    cut = _split_point(backbone, min(len(backbone.layers) - cfg.fine_tune_layers, pooling))
     # Up to the pooling layer both models have the same layers in the same order.
     trunk = keras.Model(backbone.input, backbone.layers[cut - 1].output, name="trunk")
     tuned_top = keras.Model(backbone.layers[cut].input, backbone.output, name="tuned_top")
@@ -78,6 +78,21 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
     p_pet, pet_energy = PetEvidence(name="pet_evidence")(imagenet_top(shared, training=False))
     return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy},
                        name=f"{model.name}_with_unknown")
+
+
+def _split_point(backbone: keras.Model, cut: int) -> int:
+    """The highest layer index <= `cut` where one tensor alone links the layers below to those above.
+
+    In a plain stack (MobileNet v1) that is `cut` itself; in a residual network a shortcut may
+    jump over it, so the split moves down to the start of that block.
+    """
+    for index in range(cut, 0, -1):
+        try:
+            keras.Model(backbone.layers[index].input, backbone.output)
+            return index
+        except ValueError:  # a shortcut from below `index` feeds a layer above it
+            continue
+    raise ValueError(f"{backbone.name}: no layer splits the network in two")
 
 
 def fit_thresholds(scores: Mapping[str, np.ndarray], budget: float) -> dict[str, float]:
