@@ -6,7 +6,9 @@
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
     catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
-    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv]
+    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--shard I/N]
+    catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
+    catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
 """
 
 from __future__ import annotations
@@ -50,7 +52,27 @@ def _train(args) -> int:
         print(train(resume=args.resume))
         return 0
     overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
-    print(train(config.resolve(args.preset, overrides)))
+    cfg = config.resolve(args.preset, overrides)
+    if args.distributed:
+        from catdog import distributed
+
+        print(distributed.train(cfg))
+    else:
+        print(train(cfg))
+    return 0
+
+
+def _launch(args) -> int:
+    from catdog.launch import launch
+
+    command = args.command_[1:] if args.command_[:1] == ["--"] else args.command_
+    return launch(command, workers=args.workers, retries=args.retries)
+
+
+def _merge(args) -> int:
+    from catdog.shards import merge
+
+    merge(args.shards, sys.stdout)
     return 0
 
 
@@ -79,7 +101,13 @@ def _predict(args) -> int:
         fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
-    for record in predictor.predict_paths(args.paths):
+    paths = args.paths
+    if args.shard:
+        from catdog.predict import expand_paths
+        from catdog.shards import parse_shard, select
+
+        paths = select(expand_paths(paths), *parse_shard(args.shard))
+    for record in predictor.predict_paths(paths):
         failed += "error" in record
         rows.append(record)
         if writer:
@@ -130,7 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="scratch", help="scratch (default), mobilenet or tiny")
     p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--distributed", action="store_true",
+                   help="train as one of the TF_CONFIG workers (MultiWorkerMirroredStrategy); needs name=")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("launch", help="run a catdog command as N local TF_CONFIG workers",
+                       description="e.g. catdog launch --workers 2 -- train --distributed --preset tiny name=x")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--retries", type=int, default=3, help="restarts of the group after a worker dies")
+    p.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=_launch)
 
     p = sub.add_parser("evaluate", help="metrics of a run on its test split")
     p.add_argument("run", help="run folder")
@@ -153,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
+    p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
+    p.set_defaults(func=_merge)
     return parser
 
 
@@ -167,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError, ModelError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError, ModelError,
+            TimeoutError) as error:
         print(f"catdog {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

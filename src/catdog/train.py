@@ -39,15 +39,25 @@ def _new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def _compile(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> None:
+def make_optimizer(cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """AdamW on a linear warm-up to `lr`, then cosine decay to zero over `epochs`."""
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else lr, decay_steps=total - warmup, warmup_target=lr if warmup else None,
         warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+
+
+def make_loss(cfg: Config, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
+    return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing,
+                                           reduction=reduction)
+
+
+def _compile(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> None:
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        optimizer=make_optimizer(cfg, lr, steps_per_epoch, epochs),
+        loss=make_loss(cfg),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
                  keras.metrics.AUC(name="auc", from_logits=True)],
     )

@@ -1,0 +1,150 @@
+"""Multi-worker training on 127.0.0.1, the launcher's restart after a kill, and sharded prediction.
+
+Weights of a 2-worker run are not compared with a 1-worker run of the same global batch: they
+cannot match. Each worker reads its own 1/n of the files (so that no worker decodes the whole
+dataset), which makes every global batch a different set of images than a single worker's
+shuffle would draw; BatchNorm normalises over each worker's half batch; and each worker draws
+its own augmentation. What the strategy guarantees, and what the run folder shows, is one
+model: mirrored variables updated by all-reduced gradients.
+"""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import synthetic_image, write_kaggle_tree
+
+from catdog.config import ConfigError
+from catdog.distributed import Worker, worker_from_env
+from catdog.shards import merge, parse_shard, select
+
+
+def catdog(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "catdog.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, **kwargs)
+
+
+def test_tf_config_gives_each_task_its_place():
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    places = [worker_from_env({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})})
+              for task in ({"type": "chief", "index": 0}, {"type": "worker", "index": 1})]
+    assert places == [Worker(0, 3), Worker(2, 3)] and places[0].is_chief and not places[1].is_chief
+    for bad in ("", "{", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 5}})):
+        with pytest.raises(ConfigError, match="TF_CONFIG"):
+            worker_from_env({"TF_CONFIG": bad})
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_cover_every_input_once_and_merge_restores_the_order(count, tmp_path):
+    items = [f"img{k}.jpg" for k in range(20)]
+    shards = [select(items, *parse_shard(f"{i}/{count}")) for i in range(count)]
+    assert sorted(sum(shards, [])) == sorted(items)
+    texts = ["".join(json.dumps({"path": p}) + "\n" for p in shard) for shard in shards]
+    out = io.StringIO()
+    paths = []
+    for i, text in enumerate(texts):
+        paths.append(tmp_path / f"part-{i}.jsonl")
+        paths[-1].write_text(text)
+    assert merge(paths, out) == 20
+    assert [json.loads(line)["path"] for line in out.getvalue().splitlines()] == items
+    if 20 % count:  # shards of unequal length given in the wrong order do not fit one split
+        with pytest.raises(ConfigError, match="out of order"):
+            merge(paths[::-1], io.StringIO())
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/3", "1", "a/b", "0/0"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(ConfigError, match="--shard"):
+        parse_shard(text)
+
+
+def test_predict_shards_merge_to_the_unsharded_answer(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(7):
+        synthetic_image(k % 2, rng, size=64).save(folder / f"{k}.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a picture")
+    whole = catdog("predict", folder, "--format", "csv")
+    assert whole.returncode == 1, whole.stderr  # one file failed, the rest answered
+    for i in range(3):
+        part = catdog("predict", folder, "--format", "csv", "--shard", f"{i}/3")
+        (tmp_path / f"part-{i}.csv").write_text(part.stdout)
+    merged = catdog("merge", *(tmp_path / f"part-{i}.csv" for i in range(3)))
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stdout == whole.stdout
+    assert len(list(csv.DictReader(io.StringIO(merged.stdout)))) == 8
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_kaggle_tree(tmp_path / "kaggle", per_class=40)
+
+
+def _run_files(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if p.name != "state.json")
+
+
+def test_two_workers_write_the_run_folder_of_a_single_machine_run(tmp_path, tree):
+    common = ["--preset", "tiny", "--data", tree, f"runs_dir={tmp_path / 'runs'}", "epochs=2"]
+    single = catdog("train", *common, "name=one")
+    assert single.returncode == 0, single.stderr
+    out = catdog("launch", "--workers", "2", "--", "train", "--distributed", *common, "name=two")
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "runs" / "two"
+    assert out.stdout.strip() == str(run_dir)  # the chief's result on stdout, logs on stderr
+    assert "[worker 1]" in out.stderr
+    assert _run_files(run_dir) == _run_files(tmp_path / "runs" / "one")
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    with open(tmp_path / "runs" / "one" / "history.csv") as f:
+        assert set(rows[0]) <= set(next(csv.DictReader(f)))
+    assert json.loads((run_dir / "state.json").read_text())["workers"] == 2
+    metrics = [catdog("evaluate", tmp_path / "runs" / name) for name in ("one", "two")]
+    assert all(m.returncode == 0 for m in metrics), metrics[1].stderr
+    keys = [set(json.loads((tmp_path / "runs" / n / "metrics_test.json").read_text())) for n in ("one", "two")]
+    assert keys[0] == keys[1]
+
+
+def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):
+    epochs = 6
+    log = tmp_path / "launch.log"
+    run_dir = tmp_path / "runs" / "ft"
+    with open(log, "w") as stderr:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "catdog.cli", "launch", "--workers", "2", "--", "train", "--distributed",
+             "--preset", "tiny", "--data", str(tree), f"runs_dir={tmp_path / 'runs'}", "name=ft",
+             f"epochs={epochs}", "patience=100"], stdout=subprocess.PIPE, stderr=stderr, text=True)
+        killed, deadline = False, time.monotonic() + 300
+        while not killed and time.monotonic() < deadline and launcher.poll() is None:
+            history = run_dir / "history.csv"
+            if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+                pid = int(next(line.split()[4] for line in log.read_text().splitlines()
+                               if line.startswith("[launch] worker 1 pid")))
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+        stdout, _ = launcher.communicate(timeout=300)
+    text = log.read_text()
+    assert killed, "the run ended before a worker could be killed"
+    assert launcher.returncode == 0, text[-3000:]
+    assert "exited with -9; restarting the group" in text
+    assert stdout.strip() == str(run_dir)
+    with open(run_dir / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(epochs))
+    assert not (run_dir / "backup").exists()
+
+
+def test_distributed_needs_a_run_name_and_tf_config(tmp_path, tree):
+    out = catdog("train", "--distributed", "--preset", "tiny", "--data", tree, env={**os.environ, "TF_CONFIG": ""})
+    assert out.returncode == 2 and "TF_CONFIG" in out.stderr
+    out = catdog("launch", "--workers", "1", "--", "train", "--distributed", "--preset", "tiny", "--data", tree)
+    assert out.returncode == 2 and "name=" in out.stderr
