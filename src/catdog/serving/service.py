@@ -35,6 +35,23 @@ def status_for(error: ImageError) -> int:
     return 422
 
 
+def _refuse_bombs(upload: Upload) -> None:
+    """413 for an image whose header declares more pixels than Pillow's bomb limit.
+
+    The loader refuses these too, but it turns Pillow's bomb *warning* into an error with
+    `warnings.catch_warnings`, which is not thread-safe; decoding runs on several threads here,
+    so the header is checked first (reading it decodes nothing).
+    """
+    try:
+        with Image.open(io.BytesIO(upload.data)) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001  (not an image: the loader gives the one-line reason)
+        return
+    if width * height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+        raise HTTPException(413, f"{upload.name}: too large, possible decompression bomb "
+                                 f"({width}x{height} pixels, limit {Image.MAX_IMAGE_PIXELS:,})")
+
+
 class Service:
     """`predict(uploads)` -> records as `catdog predict` prints them; `explain(upload)` -> PNG bytes."""
 
@@ -59,6 +76,7 @@ class Service:
         self.decoders.shutdown(wait=True)
 
     def _decode(self, upload: Upload) -> np.ndarray:
+        _refuse_bombs(upload)
         try:
             return self.predictor.load(upload.data, name=upload.name)
         except ImageError as error:
@@ -99,6 +117,7 @@ class Service:
             return self._explainer
 
     def _overlay_png(self, upload: Upload) -> bytes:
+        _refuse_bombs(upload)
         try:
             pixels = load_image(upload.data, name=upload.name)
         except ImageError as error:
