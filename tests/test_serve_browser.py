@@ -8,8 +8,11 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import sys
 import threading
 import time
+import types
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -20,6 +23,7 @@ from PIL import Image
 
 from catdog.predict import Predictor
 from catdog.serving import Settings, create_app
+from conftest import KAGGLE_ZIP
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -142,3 +146,43 @@ def test_docs_render_offline(server, browser_page):
     page.get_by_text("/v1/predict").first.wait_for()
     assert page.locator(".endpoint").count() >= 6
     assert page.console_errors == []
+
+
+def test_grad_cam_toggle_when_explain_exists(server, browser_page, monkeypatch, tmp_path):
+    class Explainer:  # stands in for catdog.explain (another branch); the server runs in this process
+        def __init__(self, model=None, layer=None):
+            pass
+
+        def overlay(self, pixels, alpha=0.45):
+            return np.roll(pixels, 1, axis=-1)
+
+    monkeypatch.setitem(sys.modules, "catdog.explain", types.SimpleNamespace(Explainer=Explainer))
+    page = browser_page
+    page.goto(server, wait_until="networkidle")
+    (tmp_path / "look.jpg").write_bytes(picture(5))
+    page.set_input_files("#file-input", str(tmp_path / "look.jpg"))
+    card_text(page, "look.jpg")
+    button = page.get_by_role("button", name="Show where it looked")
+    image = page.locator(".card img")
+    original = image.get_attribute("src")
+    button.click()
+    page.get_by_role("button", name="Show the photo").wait_for()
+    assert image.get_attribute("src") != original and image.get_attribute("src").startswith("blob:")
+    page.get_by_role("button", name="Show the photo").click()
+    assert image.get_attribute("src") == original
+    assert page.console_errors == []
+
+
+@pytest.mark.slow
+def test_a_real_cat_is_labelled_cat(server, browser_page, tmp_path):
+    if not KAGGLE_ZIP.exists():
+        pytest.skip(f"{KAGGLE_ZIP} not found")
+    with zipfile.ZipFile(KAGGLE_ZIP) as archive:
+        (tmp_path / "cat.1.jpg").write_bytes(archive.read("train/cat.1.jpg"))
+    page = browser_page
+    page.goto(server, wait_until="networkidle")
+    page.set_input_files("#file-input", str(tmp_path / "cat.1.jpg"))
+    assert card_text(page, "cat.1.jpg")["label"] == "cat"
+    assert page.locator(".card .label").inner_text() == "Cat"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-cat.png"))
