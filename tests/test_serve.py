@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
+import signal
+import socket
 import io
 import subprocess
 import sys
@@ -13,8 +16,10 @@ import time
 import types
 from contextlib import contextmanager
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -323,3 +328,62 @@ def test_runtime_guard_and_settings_checked():
     result = subprocess.run([sys.executable, "-m", "catdog.cli", "serve", "--max-files", "0"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "max_files must be positive" in result.stderr
+
+
+def test_graceful_shutdown_answers_the_request_in_flight(predictor):
+    gated = Gated(predictor)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(gated, Settings()), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=30))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started or httpx.get(f"{url}/readyz").status_code != 200:
+        time.sleep(0.05)
+    gated.armed = True
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(
+        httpx.post(f"{url}/v1/predict", files=files(("a.jpg", jpeg(17))), timeout=60)))
+    request.start()
+    assert gated.entered.wait(30)
+    server.should_exit = True  # what SIGTERM does
+    time.sleep(0.3)
+    assert thread.is_alive() and not answers  # still waiting for the request in flight
+    gated.gate.set()
+    request.join(30), thread.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["results"][0]["path"] == "a.jpg"
+    assert not thread.is_alive()
+
+
+def test_catdog_serve_end_to_end_with_the_key_from_the_environment(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CATDOG_API_KEY": "from-env"}
+    server = subprocess.Popen([sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), "--max-files", "3"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "catdog serve never became ready"
+            time.sleep(0.2)
+        body = files(("a.jpg", jpeg(18)))
+        assert httpx.post(f"{url}/v1/predict", files=body).status_code == 401
+        answer = httpx.post(f"{url}/v1/predict", files=body, headers={"Authorization": "Bearer from-env"})
+        assert answer.status_code == 200 and answer.headers["x-catdog-version"] == __version__
+        assert httpx.get(f"{url}/v1/info").json()["limits"]["max_files"] == 3
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    # uvicorn finishes, runs the shutdown (the batcher drains), then re-raises SIGTERM as its exit status
+    assert "Application shutdown complete" in output and "Finished server process" in output, output
+    assert server.returncode in (0, -signal.SIGTERM)
