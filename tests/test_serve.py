@@ -319,6 +319,32 @@ def test_batcher_batches_what_queued_and_keeps_a_lone_request_unbatched():
     assert lone < 0.5  # did not wait out the 1 s window: nobody else was queued
 
 
+def test_batcher_waits_for_announced_images_and_not_for_withdrawn_ones():
+    def score(pixels):
+        return {"logit": np.arange(len(pixels), dtype=float)}
+
+    async def run():
+        batcher = Batcher(score, max_batch=8, queue_size=16, max_wait_s=5.0)
+        batcher.announce(1)  # another request is still decoding its image
+        first = asyncio.create_task(batcher.submit([np.zeros((2, 2, 3), np.uint8)]))
+        await asyncio.sleep(0.2)
+        assert not first.done()  # held for the announced image, within the 5 s bound
+        await batcher.submit([np.zeros((2, 2, 3), np.uint8)], announced=True)
+        await first
+        batcher.announce(1)
+        lone = asyncio.create_task(batcher.submit([np.zeros((2, 2, 3), np.uint8)]))
+        await asyncio.sleep(0.2)
+        batcher.withdraw(1)  # its decoding failed: nothing more is coming
+        started = time.monotonic()
+        await lone
+        waited = time.monotonic() - started
+        batcher.close()
+        return batcher.batch_sizes, waited
+
+    sizes, waited = asyncio.run(run())
+    assert sizes == {2: 1, 1: 1} and waited < 2.0
+
+
 def test_runtime_guard_and_settings_checked():
     if "runtime" not in inspect.signature(Predictor).parameters:  # the runtime seam comes from another branch
         with pytest.raises(ModelError, match="runtime 'tflite'"):

@@ -2,11 +2,15 @@
 
 Requests put their images on a bounded queue and await futures. One worker thread takes
 whatever queued while the model was busy (up to `max_batch`) and runs it as one batch. It
-waits for more (at most `max_wait_s`) only when others are already queued, so a lone request
-is never held back by a batch window, while many concurrent requests share forward passes.
+waits for more (at most `max_wait_s`) only when more are surely coming: others were already
+queued, or requests have announced images they are decoding right now. So a lone request is
+never held back by a batch window, while concurrent requests share forward passes instead of
+splitting into cohorts that take turns.
 
     >>> batcher = Batcher(predictor.scores, max_batch=32, queue_size=64)
-    >>> scores = await batcher.submit([pixels_a, pixels_b])   # [{"logit": ..., "p_pet": ...}, ...]
+    >>> batcher.announce(2)                                   # optional: decoding two images
+    >>> scores = await batcher.submit([pixels_a, pixels_b], announced=True)
+    >>> scores                                                # [{"logit": ..., "p_pet": ...}, ...]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Batcher:
         self._items: deque = deque()
         self._ready = threading.Condition()
         self._closing = False
+        self._incoming = 0  # images announced by requests still decoding them
         self._thread = threading.Thread(target=self._run, name="catdog-batcher", daemon=True)
         self._thread.start()
 
@@ -41,11 +46,24 @@ class Batcher:
     def queued(self) -> int:
         return len(self._items)
 
-    async def submit(self, images: list[np.ndarray]) -> list[dict[str, float]]:
+    def announce(self, n: int) -> None:
+        """`n` images are being decoded and will be submitted (or withdrawn) shortly."""
+        with self._ready:
+            self._incoming += n
+
+    def withdraw(self, n: int) -> None:
+        """The announced images will not come (their decoding failed)."""
+        with self._ready:
+            self._incoming -= n
+            self._ready.notify()
+
+    async def submit(self, images: list[np.ndarray], announced: bool = False) -> list[dict[str, float]]:
         """Scores for each image, in order; `QueueFull` at once when the queue has no room for all."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in images]
         with self._ready:
+            self._incoming -= len(images) if announced else 0  # in one step with the queueing: no gap to miss
+            self._ready.notify()
             if self._closing:
                 raise QueueFull("shutting down")
             if len(self._items) + len(images) > self.queue_size:
@@ -66,7 +84,7 @@ class Batcher:
         self._thread.join(timeout)
 
     def _take(self) -> list | None:
-        """Blocks for one item, then takes what else is queued; waits briefly only if more were waiting.
+        """Blocks for one item, then takes what else is queued, waiting briefly only for what is coming.
 
         None once closing and nothing is left.
         """
@@ -76,14 +94,15 @@ class Batcher:
             if not self._items:
                 return None
             batch = [self._items.popleft()]
-            if self._items:  # others arrived while the model was busy: traffic, so a short wait pays
-                deadline = time.monotonic() + self.max_wait_s
-                while len(batch) < self.max_batch:
-                    while self._items and len(batch) < self.max_batch:
-                        batch.append(self._items.popleft())
-                    left = deadline - time.monotonic()
-                    if len(batch) >= self.max_batch or left <= 0 or not self._ready.wait(left):
-                        break
+            traffic = bool(self._items)  # others arrived while the model was busy: more may follow
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                while self._items and len(batch) < self.max_batch:
+                    batch.append(self._items.popleft())
+                left = deadline - time.monotonic()
+                if len(batch) >= self.max_batch or left <= 0 or not (traffic or self._incoming > 0):
+                    break
+                self._ready.wait(left)
             return [item for item in batch if not item[1].done()]  # drop requests that gave up
 
     def _run(self) -> None:

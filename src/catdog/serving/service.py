@@ -84,8 +84,13 @@ class Service:
 
     async def predict(self, uploads: list[Upload]) -> list[dict]:
         loop = asyncio.get_running_loop()
-        pixels = await asyncio.gather(*(loop.run_in_executor(self.decoders, self._decode, u) for u in uploads))
-        scores = await self.batcher.submit(list(pixels))
+        self.batcher.announce(len(uploads))  # the model may wait a few ms for these rather than run without them
+        try:
+            pixels = await asyncio.gather(*(loop.run_in_executor(self.decoders, self._decode, u) for u in uploads))
+        except BaseException:
+            self.batcher.withdraw(len(uploads))
+            raise
+        scores = await self.batcher.submit(list(pixels), announced=True)
         self.images += len(uploads)
         detector = self.predictor.detector_scores
         return [self.predictor.record(Scored(upload.name, score["logit"],
