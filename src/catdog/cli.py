@@ -9,6 +9,7 @@
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--shard I/N]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
+    catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
 """
 
 from __future__ import annotations
@@ -121,6 +122,16 @@ def _predict(args) -> int:
     return 1 if failed else 0
 
 
+def _serve(args) -> int:
+    from catdog.serving import serve
+
+    key = {"api_key": args.api_key} if args.api_key else {}  # else serve() reads $CATDOG_API_KEY
+    serve(args.model, host=args.host, port=args.port, runtime=args.runtime,
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files, timeout_s=args.timeout,
+          queue_size=args.queue_size, cors_origins=tuple(args.cors_origin), **key)
+    return 0
+
+
 def _write_submission(path: str, rows: list[dict]) -> None:
     """Kaggle's `id,label` with label = P(dog), id = the numeric file name (test1/123.jpg)."""
     scored = []
@@ -196,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
     p.set_defaults(func=_merge)
+    p = sub.add_parser("serve", help="REST API and web page over the model (FastAPI + uvicorn)")
+    p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--runtime", default="keras", help="model runtime: keras (default), tflite, tflite-int8")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (default: $CATDOG_API_KEY)")
+    p.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted, in MiB")
+    p.add_argument("--max-files", type=int, default=16, help="most images in one request")
+    p.add_argument("--timeout", type=float, default=30, help="seconds before a request is answered 504")
+    p.add_argument("--queue-size", type=int, default=64, help="images waiting for the model before 503")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow this browser origin (repeatable); CORS is off without it")
+    p.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,45 @@
+"""`catdog serve`: a REST API and a web page over one `Predictor`.
+
+    >>> from catdog.serving import serve
+    >>> serve(port=8000, api_key="s3cret")      # blocks; Ctrl-C or SIGTERM finishes requests in flight
+
+`create_app(predictor, Settings(...))` gives the ASGI app itself, for tests or another server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from catdog.serving.app import Settings, create_app
+
+__all__ = ["Settings", "create_app", "serve"]
+
+
+def load_predictor(model=None, runtime: str = "keras"):
+    """The Predictor for `model`; `runtime` other than keras needs a Predictor that takes it."""
+    from catdog.errors import ModelError
+    from catdog.predict import Predictor
+
+    if runtime == "keras":
+        return Predictor(model)
+    try:
+        return Predictor(model, runtime=runtime)
+    except TypeError:
+        raise ModelError(f"runtime {runtime!r}: this install's Predictor runs Keras models only "
+                         "(use --runtime keras)") from None
+
+
+def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "keras", **settings) -> None:
+    """Loads the model once, then serves until interrupted; `settings` are `Settings` fields.
+
+    `api_key` defaults to $CATDOG_API_KEY. Shutdown is graceful: uvicorn stops accepting,
+    requests in flight are answered (up to 30 s), then the batcher drains.
+    """
+    import uvicorn
+
+    settings.setdefault("api_key", os.environ.get("CATDOG_API_KEY") or None)
+    settings["cors_origins"] = tuple(settings.get("cors_origins") or ())
+    config = Settings(runtime=runtime, **settings)  # a wrong field name fails here, before the model loads
+    app = create_app(load_predictor(model, runtime), config)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=30, log_level="info",
+                server_header=False)

@@ -1,0 +1,415 @@
+"""catdog serve: the API over the shipped model (TestClient), its limits, and the micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import re
+import signal
+import socket
+import io
+import subprocess
+import sys
+import threading
+import time
+import types
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import HTTPException
+from fastapi.testclient import TestClient
+from PIL import Image
+from starlette.requests import Request
+
+from catdog import __version__
+from catdog.errors import ModelError
+from catdog.predict import Predictor
+from catdog.serving import Settings, create_app, load_predictor
+from catdog.serving.batcher import Batcher, QueueFull
+from catdog.serving.uploads import read_uploads
+
+
+def jpeg(seed: int = 0, size=(180, 240), fmt: str = "JPEG") -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+@contextmanager
+def serving(predictor, **settings):
+    with TestClient(create_app(predictor, Settings(**settings))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with serving(predictor) as client:
+        yield client
+
+
+def files(*images):
+    return [("file", (name, data, "image/jpeg")) for name, data in images]
+
+
+def test_one_image_answers_like_catdog_predict(client, predictor, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg(1))
+    expected = next(predictor.predict_paths([str(tmp_path / "a.jpg")]))
+    response = client.post("/v1/predict", files=files(("a.jpg", jpeg(1))))
+    assert response.status_code == 200
+    [record] = response.json()["results"]
+    assert record.keys() == expected.keys() == {"path", "label", "p_dog", "p_pet", "pet_energy"}
+    assert record["path"] == "a.jpg" and record["label"] == expected["label"]
+    for key in ("p_dog", "p_pet", "pet_energy"):
+        assert record[key] == pytest.approx(expected[key], abs=1e-4)
+
+
+def test_several_images_in_order_and_a_cat(client, predictor):
+    cat = Image.open(io.BytesIO(jpeg(2))).convert("L").convert("RGB")  # any picture: order is what counts
+    out = io.BytesIO()
+    cat.save(out, "PNG")
+    response = client.post("/v1/predict", files=files(("x.jpg", jpeg(3)), ("grey.png", out.getvalue()),
+                                                      ("x.jpg", jpeg(4))))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["path"] for r in results] == ["x.jpg", "grey.png", "x.jpg"]
+    assert results[0]["p_dog"] != results[2]["p_dog"]
+
+
+def test_raw_body_with_x_filename_never_a_path(client):
+    response = client.post("/v1/predict", content=jpeg(5), headers={"content-type": "image/jpeg",
+                                                                    "x-filename": "../../etc/passwd\x07"})
+    assert response.status_code == 200
+    assert response.json()["results"][0]["path"] == "passwd"
+    response = client.post("/v1/predict", content=jpeg(5), headers={"content-type": "application/octet-stream"})
+    assert response.json()["results"][0]["path"] == "upload"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"just some text", 415, "a.jpg: not a recognised image format"),
+    (jpeg(6)[:3000], 422, "a.jpg: corrupt or truncated image"),
+])
+def test_not_an_image_and_corrupt_image(client, body, status, words):
+    response = client.post("/v1/predict", files=files(("ok.jpg", jpeg(7)), ("a.jpg", body)))
+    assert response.status_code == status
+    assert response.json()["detail"].startswith(words)
+
+
+def test_decompression_bomb_is_refused(client):
+    out = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(out, "PNG")  # tiny file, 144 megapixels
+    response = client.post("/v1/predict", files=files(("bomb.png", out.getvalue())))
+    assert response.status_code == 413
+    assert "decompression bomb" in response.json()["detail"]
+
+
+def test_no_image_sent(client):
+    other = client.post("/v1/predict", files=[("other", ("notes.txt", b"hi", "text/plain"))])
+    assert other.status_code == 422 and "multipart field 'file'" in other.json()["detail"]
+    assert client.post("/v1/predict", content=b"", headers={"content-type": "image/jpeg"}).status_code == 422
+
+
+def test_size_and_count_limits(predictor):
+    with serving(predictor, max_upload_bytes=20_000, max_files=2) as client:
+        big = jpeg(8, size=(100, 100), fmt="PNG")  # 30 kB: under the body limit, over the per-file one
+        assert 20_000 < len(big) < 2 * 20_000
+        response = client.post("/v1/predict", files=files(("big.png", big)))
+        assert response.status_code == 413 and "big.png" in response.json()["detail"]
+        response = client.post("/v1/predict", content=big, headers={"content-type": "image/png"})
+        assert response.status_code == 413
+        small = jpeg(9, size=(32, 32))
+        response = client.post("/v1/predict", files=files(*[("s.jpg", small)] * 3))
+        assert response.status_code == 413 and "at most 2" in response.json()["detail"]
+        assert client.post("/v1/predict", files=files(*[("s.jpg", small)] * 2)).status_code == 200
+        info = client.get("/v1/info").json()
+        assert info["limits"]["max_files"] == 2 and info["limits"]["max_upload_bytes"] == 20_000
+
+
+def _request(chunks: list[bytes], content_type: bytes, content_length: int | None = None):
+    """A Starlette request whose body arrives in `chunks`; `.taken` counts the chunks read."""
+    request_chunks = iter(chunks)
+    state = types.SimpleNamespace(taken=0)
+
+    async def receive():
+        state.taken += 1
+        body = next(request_chunks, b"")
+        return {"type": "http.request", "body": body, "more_body": state.taken < len(chunks)}
+
+    headers = [(b"content-type", content_type)]
+    if content_length is not None:
+        headers.append((b"content-length", str(content_length).encode()))
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+    return Request(scope, receive), state
+
+
+def test_limits_refuse_before_the_whole_body_is_read():
+    raw, state = _request([b"x" * 1000] * 100, b"image/jpeg")
+    with pytest.raises(HTTPException) as error:
+        asyncio.run(read_uploads(raw, max_bytes=5000, max_files=4))
+    assert error.value.status_code == 413 and state.taken <= 6
+
+    declared, state = _request([b"x" * 1000] * 100, b"image/jpeg", content_length=100_000)
+    with pytest.raises(HTTPException):
+        asyncio.run(read_uploads(declared, max_bytes=5000, max_files=4))
+    assert state.taken == 0
+
+    part = b'--B\r\nContent-Disposition: form-data; name="file"; filename="f.jpg"\r\n\r\n' + b"y" * 100 + b"\r\n"
+    many, state = _request([part] * 50 + [b"--B--\r\n"], b"multipart/form-data; boundary=B")
+    with pytest.raises(HTTPException) as error:
+        asyncio.run(read_uploads(many, max_bytes=5000, max_files=3))
+    assert "at most 3" in error.value.detail and state.taken == 4
+
+
+def test_auth(predictor, monkeypatch):
+    with serving(predictor, api_key="s3cret") as client:
+        body = files(("a.jpg", jpeg(10)))
+        assert client.post("/v1/predict", files=body).status_code == 401
+        wrong = client.post("/v1/predict", files=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        assert client.get("/v1/stats").status_code == 401
+        right = client.post("/v1/predict", files=body, headers={"Authorization": "Bearer s3cret"})
+        assert right.status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/v1/info").json()["auth"] is True
+    with serving(predictor) as client:
+        assert client.get("/v1/info").json()["auth"] is False
+        assert client.get("/v1/stats").status_code == 200
+
+
+class Gated:
+    """The real predictor, whose model call blocks once `gate` is armed, until it is opened."""
+
+    def __init__(self, predictor):
+        self.predictor, self.armed, self.entered, self.gate = predictor, False, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def scores(self, pixels):
+        if self.armed:
+            self.entered.set()
+            assert self.gate.wait(30)
+        return self.predictor.scores(pixels)
+
+
+def test_full_queue_answers_503_with_retry_after(predictor):
+    gated = Gated(predictor)
+    with serving(gated, queue_size=1, max_batch=1) as client:
+        gated.armed = True
+        statuses = []
+        post = lambda: statuses.append(client.post("/v1/predict", files=files(("a.jpg", jpeg(11)))).status_code)
+        first = threading.Thread(target=post)
+        first.start()
+        assert gated.entered.wait(30)  # the model is busy with the first request
+        second = threading.Thread(target=post)
+        second.start()
+        service = client.app.state.service
+        while service.batcher.queued < 1:
+            time.sleep(0.01)
+        response = client.post("/v1/predict", files=files(("b.jpg", jpeg(12))))
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        gated.gate.set()
+        first.join(30), second.join(30)
+        assert statuses == [200, 200]
+
+
+def test_timeout_answers_504(predictor):
+    gated = Gated(predictor)
+    with serving(gated, timeout_s=0.3) as client:
+        gated.armed = True
+        response = client.post("/v1/predict", files=files(("a.jpg", jpeg(13))))
+        gated.gate.set()
+        assert response.status_code == 504 and "0.3 s" in response.json()["detail"]
+
+
+def test_version_header_docs_offline_and_static(client):
+    for path in ("/healthz", "/readyz", "/v1/info", "/nope", "/", "/docs", "/static/app.js", "/openapi.json"):
+        assert client.get(path).headers["x-catdog-version"] == __version__, path
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    for page in (docs.text, client.get("/").text):  # no CDN: every resource comes from this app
+        links = re.findall(r'(?:src|href)="([^"]*)"', page)
+        assert links and all(link.startswith(("/", "data:")) for link in links), links
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/explain", "/v1/info", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+
+
+def test_cors_off_by_default_on_when_asked(client, predictor):
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/v1/predict", headers=preflight).headers
+    with serving(predictor, cors_origins=("https://example.org",)) as cors:
+        answer = cors.options("/v1/predict", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://example.org"
+
+
+def test_info_stats_and_health(client):
+    info = client.get("/v1/info").json()
+    assert info["image_size"] == 224 and info["version"] == __version__ and info["runtime"] == "keras"
+    assert info["labels"] == ["cat", "dog", "unknown"] and info["explain"] is False
+    client.post("/v1/predict", files=files(("a.jpg", jpeg(14)), ("b.jpg", jpeg(15))))
+    stats = client.get("/v1/stats").json()
+    assert stats["images"] >= 2 and sum(stats["batch_sizes"].values()) == stats["batches"] > 0
+    assert stats["responses"]["POST /v1/predict 200"] >= 1
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_explain_501_without_catdog_explain_and_png_with_it(client, predictor, monkeypatch):
+    assert client.post("/v1/explain", files=files(("a.jpg", jpeg(16)))).status_code == 501
+    built = []
+
+    class Explainer:  # stands in for catdog.explain (another branch): same constructor and overlay()
+        def __init__(self, model=None, layer=None):
+            built.append(model)
+
+        def overlay(self, pixels, alpha=0.45):
+            return 255 - pixels
+
+    monkeypatch.setitem(sys.modules, "catdog.explain", types.SimpleNamespace(Explainer=Explainer))
+    assert client.get("/v1/info").json()["explain"] is True
+    for _ in range(2):
+        response = client.post("/v1/explain", files=files(("a.jpg", jpeg(16, size=(600, 900)))))
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(response.content)).size == (512, 341)  # aspect kept, at most 512
+    assert built == [predictor.path]  # built once, from the Keras model file
+    assert client.post("/v1/explain", content=b"nope", headers={"content-type": "image/png"}).status_code == 415
+
+
+def test_batcher_batches_what_queued_and_keeps_a_lone_request_unbatched():
+    calls, started, gate = [], threading.Event(), threading.Event()
+
+    def score(pixels):
+        calls.append(len(pixels))
+        started.set()
+        gate.wait(10)
+        return {"logit": pixels.reshape(len(pixels), -1)[:, 0].astype(float)}
+
+    async def run():
+        batcher = Batcher(score, max_batch=8, queue_size=16, max_wait_s=1.0)
+        first = asyncio.create_task(batcher.submit([np.full((2, 2, 3), 0, np.uint8)]))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(batcher.submit([np.full((2, 2, 3), i, np.uint8)])) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull):
+            await batcher.submit([np.zeros((2, 2, 3), np.uint8)] * 12)  # 5 queued + 12 > 16
+        gate.set()
+        results = [await task for task in [first, *rest]]
+        lone_started = time.monotonic()
+        await batcher.submit([np.zeros((2, 2, 3), np.uint8)])
+        lone = time.monotonic() - lone_started
+        batcher.close()
+        return results, lone, batcher.batch_sizes
+
+    results, lone, sizes = asyncio.run(run())
+    assert [r[0]["logit"] for r in results] == [0, 1, 2, 3, 4, 5]
+    assert calls == [1, 5, 1] and sizes == {1: 2, 5: 1}
+    assert lone < 0.5  # did not wait out the 1 s window: nobody else was queued
+
+
+def test_batcher_waits_for_announced_images_and_not_for_withdrawn_ones():
+    def score(pixels):
+        return {"logit": np.arange(len(pixels), dtype=float)}
+
+    async def run():
+        batcher = Batcher(score, max_batch=8, queue_size=16, max_wait_s=5.0)
+        batcher.announce(1)  # another request is still decoding its image
+        first = asyncio.create_task(batcher.submit([np.zeros((2, 2, 3), np.uint8)]))
+        await asyncio.sleep(0.2)
+        assert not first.done()  # held for the announced image, within the 5 s bound
+        await batcher.submit([np.zeros((2, 2, 3), np.uint8)], announced=True)
+        await first
+        batcher.announce(1)
+        lone = asyncio.create_task(batcher.submit([np.zeros((2, 2, 3), np.uint8)]))
+        await asyncio.sleep(0.2)
+        batcher.withdraw(1)  # its decoding failed: nothing more is coming
+        started = time.monotonic()
+        await lone
+        waited = time.monotonic() - started
+        batcher.close()
+        return batcher.batch_sizes, waited
+
+    sizes, waited = asyncio.run(run())
+    assert sizes == {2: 1, 1: 1} and waited < 2.0
+
+
+def test_runtime_guard_and_settings_checked():
+    if "runtime" not in inspect.signature(Predictor).parameters:  # the runtime seam comes from another branch
+        with pytest.raises(ModelError, match="runtime 'tflite'"):
+            load_predictor(None, runtime="tflite")
+    with pytest.raises(Exception, match="max_files must be positive"):
+        Settings(max_files=0)
+    result = subprocess.run([sys.executable, "-m", "catdog.cli", "serve", "--max-files", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "max_files must be positive" in result.stderr
+
+
+def test_graceful_shutdown_answers_the_request_in_flight(predictor):
+    gated = Gated(predictor)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(gated, Settings()), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=30))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started or httpx.get(f"{url}/readyz").status_code != 200:
+        time.sleep(0.05)
+    gated.armed = True
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(
+        httpx.post(f"{url}/v1/predict", files=files(("a.jpg", jpeg(17))), timeout=60)))
+    request.start()
+    assert gated.entered.wait(30)
+    server.should_exit = True  # what SIGTERM does
+    time.sleep(0.3)
+    assert thread.is_alive() and not answers  # still waiting for the request in flight
+    gated.gate.set()
+    request.join(30), thread.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["results"][0]["path"] == "a.jpg"
+    assert not thread.is_alive()
+
+
+def test_catdog_serve_end_to_end_with_the_key_from_the_environment(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CATDOG_API_KEY": "from-env"}
+    server = subprocess.Popen([sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), "--max-files", "3"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "catdog serve never became ready"
+            time.sleep(0.2)
+        body = files(("a.jpg", jpeg(18)))
+        assert httpx.post(f"{url}/v1/predict", files=body).status_code == 401
+        answer = httpx.post(f"{url}/v1/predict", files=body, headers={"Authorization": "Bearer from-env"})
+        assert answer.status_code == 200 and answer.headers["x-catdog-version"] == __version__
+        assert httpx.get(f"{url}/v1/info").json()["limits"]["max_files"] == 3
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    # uvicorn finishes, runs the shutdown (the batcher drains), then re-raises SIGTERM as its exit status
+    assert "Application shutdown complete" in output and "Finished server process" in output, output
+    assert server.returncode in (0, -signal.SIGTERM)
