@@ -6,7 +6,8 @@
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
     catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
-    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv]
+    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite]
+    catdog export [RUN] --format savedmodel|tflite|tflite-int8 [--data train.zip]
 """
 
 from __future__ import annotations
@@ -69,28 +70,42 @@ def _calibrate(args) -> int:
 
 
 def _predict(args) -> int:
-    from catdog.predict import Predictor
+    from tqdm import tqdm
+
+    from catdog.predict import Predictor, expand_paths
 
     predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta,
-                          unknown=False if args.no_unknown else None)
+                          unknown=False if args.no_unknown else None, runtime=args.runtime)
+    paths = expand_paths(args.paths)
+    # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
+    progress = tqdm(total=len(paths), unit="img", delay=2, file=sys.stderr, disable=not sys.stderr.isatty())
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
         fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
-    for record in predictor.predict_paths(args.paths):
+    for record in predictor.predict_paths(paths):
+        progress.update()
         failed += "error" in record
         rows.append(record)
         if writer:
             writer.writerow(record)
         else:
             print(json.dumps(record, ensure_ascii=False), flush=True)
+    progress.close()
     if args.kaggle_submission:
         _write_submission(args.kaggle_submission, rows)
     if failed:
         print(f"catdog: {failed} of {len(rows)} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _export(args) -> int:
+    from catdog.export import export, summary
+
+    print(summary(export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)))
+    return 0
 
 
 def _write_submission(path: str, rows: list[dict]) -> None:
@@ -109,7 +124,11 @@ def _write_submission(path: str, rows: list[dict]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from catdog.download import MICROSOFT_URL
 
+    from catdog import __version__
+
     parser = argparse.ArgumentParser(prog="catdog", description="Tell dogs from cats.")
+    parser.add_argument("--version", action="version", version=f"catdog {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and LiteRT's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
@@ -147,19 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files, folders or globs")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--model", help="run folder, .keras or .tflite file (default: the shipped model)")
+    p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
+                   help="auto (default): LiteRT float32 where the model has that export (the shipped one "
+                        "does), else Keras; a .tflite --model always runs on LiteRT")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--kaggle-submission", metavar="CSV", help="also write Kaggle's id,label file")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="write SavedModel / TFLite, checked against the Keras model")
+    p.add_argument("run", nargs="?", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--format", choices=["savedmodel", "tflite", "tflite-int8"], default="tflite")
+    p.add_argument("--out", help="file (folder for savedmodel) to write; default: beside the model, "
+                                 "or in the current folder for the shipped model")
+    p.add_argument("--data", help="labelled pictures (zip or folder) for the parity check and int8 "
+                                  "calibration (default: the run's own splits)")
+    p.add_argument("--check-images", type=int, default=0, metavar="N",
+                   help="parity check on N images (default: the run's whole test split, or 1000 from --data)")
+    p.set_defaults(func=_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     args = build_parser().parse_args(argv)
+    from catdog.runtime import set_verbose
+
+    set_verbose(args.verbose)  # native log lines: held back unless --verbose
     from catdog.archive import ArchiveError
     from catdog.config import ConfigError
     from catdog.download import DownloadError

@@ -62,10 +62,12 @@ class SavedModelRuntime:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.loaded = tf.saved_model.load(str(self.path))
-        spec = self.loaded.serve.input_signature[0]
-        self.image_size = int(spec.shape[1] or 0)
-        self.output_names = sorted(self.loaded.serve.structured_outputs)
+        self._serve = self.loaded.signatures["serving_default"]
+        spec = self._serve.structured_input_signature[1]["pixels"]
+        self.image_size = int(spec.shape[1] or 0)  # 0: any size, the model resizes
+        self.output_names = sorted(self._serve.structured_outputs)
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-        return {name: value.numpy().reshape(-1) for name, value in self.loaded.serve(pixels).items()}
+        """Named outputs, each (N,), for uint8 pixels (N, H, W, 3)."""
+        pixels = tf.constant(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+        return {name: value.numpy().reshape(-1) for name, value in self._serve(pixels=pixels).items()}

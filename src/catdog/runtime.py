@@ -31,8 +31,8 @@ def set_verbose(verbose: bool) -> None:
     """Lets TensorFlow's and LiteRT's native log lines through (`catdog --verbose`)."""
     global _verbose
     _verbose = verbose
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read by TensorFlow and LiteRT at load
+    # Read by TensorFlow and LiteRT as they load: 3 hides even LiteRT's "Created XNNPACK delegate".
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
