@@ -19,7 +19,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -107,14 +106,13 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/dogs-vs-cats/train.zip"))
     parser.add_argument("--model", help="run folder (default: the shipped model and its TFLite forms)")
     parser.add_argument("--runtimes", nargs="*", default=list(RUNTIMES))
-    parser.add_argument("--images", type=int, default=500, help="pictures for the batch and accuracy figures")
+    parser.add_argument("--images", type=int, default=500, help="test-split pictures for the batch and accuracy figures")
     parser.add_argument("--single", type=int, default=50, help="one-image calls for the latency figures")
     parser.add_argument("--cold", type=int, default=3, help="fresh processes per cold-start figure")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference.json"))
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="catdog-bench-"))
-    (labelled,) = parity.sample_source(args.data, (args.images,), work)
+    _, labelled = parity.examples(None, args.data, 0, args.images)  # a sample of the test split
     paths, labels = [p for p, _ in labelled], np.array([y for _, y in labelled])
     paths = expand_paths(paths)
     rows, answers = [], {}

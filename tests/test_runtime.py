@@ -23,7 +23,7 @@ def exported(tmp_path_factory):
     detector_model().save(folder / "model.keras")
     (folder / "model.json").write_text('{"image_size": %d}' % SIZE)
     export(folder / "model.keras", "tflite", out=folder / "model_float32.tflite",
-           data=write_kaggle_tree(root / "data", per_class=5))
+           data=write_kaggle_tree(root / "data", per_class=10))
     return folder
 
 

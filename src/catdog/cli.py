@@ -182,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["savedmodel", "tflite", "tflite-int8"], default="tflite")
     p.add_argument("--out", help="file (folder for savedmodel) to write; default: beside the model, "
                                  "or in the current folder for the shipped model")
-    p.add_argument("--data", help="labelled pictures (zip or folder) for the parity check and int8 "
-                                  "calibration (default: the run's own splits)")
+    p.add_argument("--data", help="labelled pictures (zip or folder, split as `catdog prepare` does) whose "
+                                  "test split checks parity and train split calibrates int8 "
+                                  "(default: the run's own splits)")
     p.add_argument("--check-images", type=int, default=0, metavar="N",
-                   help="parity check on N images (default: the run's whole test split, or 1000 from --data)")
+                   help="parity check on a sample of N test images (default: the whole test split)")
     p.set_defaults(func=_export)
     return parser
 

@@ -29,7 +29,6 @@ from catdog.predict import Predictor
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8")
 REPRESENTATIVE_IMAGES = 200  # int8 calibration: enough for stable activation ranges
-CHECK_IMAGES = 1000  # parity images drawn from a data source (a run folder checks its whole test split)
 
 
 class ParityError(ModelError):
@@ -40,30 +39,27 @@ def export(model: str | os.PathLike | None = None, fmt: str = "tflite", out: str
            data: str | os.PathLike | None = None, check_images: int = 0) -> dict:
     """Writes `model` (run folder, .keras file, None for the shipped model) as `fmt`; returns its metadata.
 
-    `data` (a zip or folder of labelled pictures) replaces the run's own splits, and is needed for
-    a model without a run folder. `check_images` > 0 limits the parity check to a seeded sample.
+    `data` (a zip or folder of labelled pictures, split as `catdog prepare` splits it) replaces the
+    run's own splits, and is needed for a model without a run folder. The check runs on the whole
+    test split, or on a seeded sample of `check_images` > 0 of it.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     reference = Predictor(runtime_lib.resolve(model, "keras"))
     out = Path(out) if out else _default_out(model, reference.path, fmt)
-    own_splits = model is not None and Path(model).is_dir() and data is None
-    with tempfile.TemporaryDirectory(prefix="catdog-export-") as work:
-        try:
-            representative, labelled = parity.examples(
-                model, data, REPRESENTATIVE_IMAGES if fmt == "tflite-int8" else 0,
-                check_images or (0 if own_splits else CHECK_IMAGES), Path(work))
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (the parity check and int8 calibration need labelled pictures: "
-                                    "a run folder's splits, or --data train.zip / a folder)") from None
-        _write(reference, fmt, out, [path for path, _ in representative])
-        meta_path = out.with_suffix(".json")
-        meta = {**reference.meta, "image_size": reference.image_size,
-                "output_names": reference.runtime.output_names,
-                "export": dict(format=fmt, file=out.name, bytes=_size(out), source=str(reference.path),
-                               representative_images=len(representative))}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")  # the export's own calibration, read by Predictor
-        meta["parity"] = parity.check(reference, out, fmt, labelled)
+    try:
+        representative, labelled = parity.examples(
+            model, data, REPRESENTATIVE_IMAGES if fmt == "tflite-int8" else 0, check_images)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} (the parity check and int8 calibration need labelled pictures: "
+                                "a run folder's splits, or --data train.zip / a folder)") from None
+    _write(reference, fmt, out, [path for path, _ in representative])
+    meta_path = out.with_suffix(".json")
+    meta = {**reference.meta, "image_size": reference.image_size, "output_names": reference.runtime.output_names,
+            "export": dict(format=fmt, file=out.name, bytes=_size(out), source=str(reference.path),
+                           representative_images=len(representative))}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")  # the export's own calibration, read by Predictor
+    meta["parity"] = parity.check(reference, out, fmt, labelled)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     if not meta["parity"]["passed"]:
         p = meta["parity"]

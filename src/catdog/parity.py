@@ -1,84 +1,51 @@
-"""Labelled pictures for an export: its int8 representative set and its parity check.
+"""Labelled pictures for an export, and the parity check on them.
 
-From a run folder: the run's own manifest (representative images from the training split,
-the check on the test split). From a data source (`--data`: Kaggle's zip, a folder per class,
-...): seeded, disjoint samples of the labelled files, for models without a run folder, such as
-the shipped one. Then `check` scores one set with the Keras model and with the export.
+The int8 representative set comes from a training split, the check runs on a test split: the
+run folder's own, or those of a data source (`--data`: Kaggle's zip, a folder per class, ...)
+split as `catdog prepare` splits it, which for Kaggle's zip and the default settings is the
+shipped model's own held-out test split. `check` scores them with the Keras model and the export.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from catdog import data as data_lib
-from catdog.images import is_image_name
 from catdog.predict import Predictor
 
 AGREEMENT = 0.995  # share of images whose answer (cat, dog, unknown) must match the Keras model's
 INT8_ACCURACY_DROP = 0.003  # int8 may lose at most 0.3 point of accuracy to the float model
 
 
-def run_split(run: Path, split: str, limit: int = 0) -> list[tuple[str, int]]:
-    """(path, label) of one split of a run's manifest; `limit` > 0 takes a seeded sample."""
-    if not (run / "config.json").exists():
-        raise FileNotFoundError(f"not a run folder: no config.json in {run}")
-    root = json.loads((run / "data.json").read_text())["root"]
-    examples = data_lib.load_split(run / "manifest.csv", root, split, limit, seed=0)
+def split(manifest: Path, root: str | Path, name: str, limit: int = 0) -> list[tuple[str, int]]:
+    """(path, label) of one split of a manifest; `limit` > 0 takes a seeded sample."""
+    examples = data_lib.load_split(manifest, root, name, limit, seed=0)
     if not examples:
-        raise ValueError(f"{run}: the {split!r} split is empty")
+        raise ValueError(f"{manifest}: the {name!r} split is empty")
     return [(str(e.path), e.label) for e in examples]
 
 
-def sample_source(source: str | os.PathLike | None, counts: tuple[int, ...], work: Path) -> list[list]:
-    """Seeded samples of `counts` labelled images from a zip or folder (zip members go to `work`),
-    disjoint while the source has enough.
+def examples(model: str | os.PathLike | None, source, n_representative: int, n_check: int) -> tuple[list, list]:
+    """(representative, check) lists of (path, label), from the train and test splits.
 
-    `source` None means `$CATDOG_DATA`, then the download cache, as for training.
+    Of the run folder `model`, or of `source` (zip or folder, prepared as `catdog prepare` does:
+    once, then cached; a model without a run folder, such as the shipped one, needs it).
+    `n_check` 0 means the whole test split.
     """
-    source = data_lib.resolve_source(source)
-    if source.is_file():
-        with zipfile.ZipFile(source) as archive:
-            names = sorted(n for n in archive.namelist() if is_image_name(n) and data_lib.label_of(Path(n)))
-            picked = _pick(names, counts)
-            for name in (n for group in picked for n in group):
-                archive.extract(name, work)
-        root = work
-    else:
-        root = source
-        names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if is_image_name(p))
-        picked = _pick([n for n in names if data_lib.label_of(Path(n))], counts)
-    label = {name: data_lib.CLASS_NAMES.index(data_lib.label_of(Path(name))) for name in names}
-    return [[(str(root / n), label[n]) for n in group] for group in picked]
-
-
-def _pick(names: list[str], counts: tuple[int, ...]) -> list[list[str]]:
-    if not names:
-        raise FileNotFoundError("no labelled images in the data source (cat./dog. names or cat/dog folders)")
-    order = np.random.default_rng(0).permutation(len(names))
-    groups, at = [], 0
-    for count in counts:
-        # A small source runs out: later groups then overlap the first (calibration can share images).
-        chosen = order[at:at + count] if at < len(order) else order[:count]
-        groups.append(sorted(names[i] for i in chosen))
-        at += count
-    return groups
-
-
-def examples(model: str | os.PathLike | None, source, n_representative: int, n_check: int,
-             work: Path) -> tuple[list, list]:
-    """(representative, check) lists of (path, label): the run's train/test splits, else samples of
-    `source` (a zip's sampled members are extracted into `work`)."""
     run = Path(model) if model else None
-    if run and run.is_dir() and source is None:
-        representative = run_split(run, "train", n_representative) if n_representative else []
-        return representative, run_split(run, "test", n_check)
-    check_set, representative = sample_source(source, (n_check, n_representative), work)
-    return representative, check_set
+    if source is None and run and run.is_dir():
+        if not (run / "manifest.csv").exists():
+            raise FileNotFoundError(f"not a run folder: no manifest.csv in {run}")
+        manifest, root = run / "manifest.csv", json.loads((run / "data.json").read_text())["root"]
+    else:
+        work = data_lib.prepare(source)  # source None: $CATDOG_DATA, then the download cache
+        manifest, root = work / "manifest.csv", json.loads((work / "report.json").read_text())["root"]
+    representative = split(manifest, root, "train", n_representative) if n_representative else []
+    return representative, split(manifest, root, "test", n_check)
 
 
 def check(reference: Predictor, exported: Path, fmt: str, labelled: list[tuple[str, int]]) -> dict:
