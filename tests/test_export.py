@@ -50,7 +50,8 @@ def pixels(n=6):
     return np.random.default_rng(1).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("fmt, atol", [("savedmodel", 1e-4), ("tflite", 1e-4), ("tflite-int8", None)])
+# TFLite float stores its weights as float16: a few parts in 10^3 of each output.
+@pytest.mark.parametrize("fmt, atol", [("savedmodel", 1e-4), ("tflite", 1e-2), ("tflite-int8", None)])
 def test_round_trip(model_dir, tmp_path, fmt, atol):
     folder, data = model_dir
     out = tmp_path / ("exported" if fmt == "savedmodel" else "exported.tflite")
@@ -63,7 +64,7 @@ def test_round_trip(model_dir, tmp_path, fmt, atol):
     assert set(got) == set(expected) and all(v.shape == (6,) for v in got.values())
     for name in expected:  # int8: within a few quantisation steps of each output's range
         tolerance = atol or 0.05 * (np.ptp(expected[name]) + abs(expected[name]).max())
-        np.testing.assert_allclose(got[name], expected[name], atol=tolerance, rtol=1e-3, err_msg=name)
+        np.testing.assert_allclose(got[name], expected[name], atol=tolerance, rtol=5e-3, err_msg=name)
     written = json.loads(out.with_suffix(".json").read_text())
     assert written == meta and written["temperature"] == 1.5 and written["image_size"] == SIZE
     assert written["output_names"] == ["logit", "p_pet", "pet_energy"]
@@ -122,8 +123,8 @@ def test_cli_export_then_predict_on_litert_without_tensorflow(model_dir, tmp_pat
     assert [r["path"] for r in records] == sorted(str(p) for p in images.iterdir())
     for got, expected in zip(records, keras_records, strict=True):
         assert got["label"] == expected["label"] == "dog"
-        assert got["p_dog"] == pytest.approx(expected["p_dog"], abs=1e-4)
-        assert got["pet_energy"] == pytest.approx(expected["pet_energy"], abs=1e-3)
+        assert got["p_dog"] == pytest.approx(expected["p_dog"], abs=1e-3)
+        assert got["pet_energy"] == pytest.approx(expected["pet_energy"], rel=5e-3)
 
 
 def test_version_and_quiet_keras_predict(model_dir, tmp_path):
@@ -134,4 +135,4 @@ def test_version_and_quiet_keras_predict(model_dir, tmp_path):
     out = catdog("predict", tmp_path / "one.jpg", "--model", folder, "--runtime", "keras")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     out = catdog("predict", tmp_path / "one.jpg", "--model", folder, "--runtime", "tflite")
-    assert out.returncode == 2 and f"{folder} has no model_float32.tflite: run `catdog export" in out.stderr
+    assert out.returncode == 2 and f"{folder} has no model_float.tflite: run `catdog export" in out.stderr

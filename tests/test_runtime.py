@@ -22,13 +22,13 @@ def exported(tmp_path_factory):
     folder.mkdir()
     detector_model().save(folder / "model.keras")
     (folder / "model.json").write_text('{"image_size": %d}' % SIZE)
-    export(folder / "model.keras", "tflite", out=folder / "model_float32.tflite",
+    export(folder / "model.keras", "tflite", out=folder / "model_float.tflite",
            data=write_kaggle_tree(root / "data", per_class=10))
     return folder
 
 
 def test_resolve(exported):
-    keras_file, tflite = exported / "model.keras", exported / "model_float32.tflite"
+    keras_file, tflite = exported / "model.keras", exported / "model_float.tflite"
     assert runtime.resolve(exported) == keras_file  # "keras" is the Python API's default
     assert runtime.resolve(exported, "tflite") == tflite
     assert runtime.resolve(tflite, "keras") == tflite  # a .tflite file is always LiteRT's
@@ -85,3 +85,21 @@ def test_importing_the_seam_and_litert_leaves_tensorflow_out(exported):
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_shipped_model_exports_in_the_package_or_catdog_home(exported, tmp_path, monkeypatch, catdog_home):
+    import shutil
+
+    shipped = tmp_path / "assets" / "model.keras"
+    shipped.parent.mkdir()
+    shutil.copy(exported / "model.keras", shipped)
+    monkeypatch.setattr(runtime, "SHIPPED_MODEL", shipped)
+    assert runtime.resolve(None, "auto") == shipped  # no export anywhere: Keras
+    with pytest.raises(FileNotFoundError, match="run `catdog export --format tflite-int8`"):
+        runtime.resolve(None, "tflite-int8")
+    cached = catdog_home / "exports" / "model_float.tflite"
+    cached.parent.mkdir(parents=True)
+    shutil.copy(exported / "model_float.tflite", cached)
+    assert runtime.resolve(None, "auto") == runtime.resolve(None, "tflite") == cached
+    shutil.copy(exported / "model_float.tflite", shipped.parent / "model_float.tflite")
+    assert runtime.resolve(None, "tflite") == shipped.parent / "model_float.tflite"  # shipped beats cached

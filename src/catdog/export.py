@@ -1,14 +1,14 @@
 """export(model, fmt): a SavedModel, TFLite float32 or TFLite int8 file, checked against the Keras model.
 
-    >>> export("runs/NAME", "tflite")        # runs/NAME/model_float32.tflite + model_float32.json
-    >>> export(None, "tflite-int8", data="train.zip", out="model_int8.tflite")   # the shipped model
+    >>> export("runs/NAME", "tflite")        # runs/NAME/model_float.tflite + model_float.json
+    >>> export(None, "tflite-int8", data="train.zip")   # the shipped model, into $CATDOG_HOME/exports
 
 Every format takes raw uint8 pixels (N, S, S, 3), since resizing and scaling are layers of the
 model, and keeps every output (the unknown detector's `p_pet` and `pet_energy` too), so an
 export answers what `catdog predict` answers. int8 is full-integer post-training quantisation
 calibrated on images of the training split. Right after writing, the export and the Keras model
 score the same labelled pictures (`catdog.parity`); the figures go into the metadata JSON beside
-the export (`model_float32.json`: the model's calibration, output names, image size, parity).
+the export (`model_float.json`: the model's calibration, output names, image size, parity).
 A failed check raises `ParityError` and leaves the export marked `"parity": {"passed": false}`.
 """
 
@@ -70,9 +70,10 @@ def export(model: str | os.PathLike | None = None, fmt: str = "tflite", out: str
 
 
 def _default_out(model, keras_path: Path, fmt: str) -> Path:
-    """Beside a run's model.keras; in the current folder for the shipped model (the package is read-only)."""
+    """Beside a run's model.keras, where `catdog predict --runtime` finds it; `$CATDOG_HOME/exports`
+    for the shipped model (the package folder may be read-only)."""
     name = runtime_lib.EXPORT_FILES[fmt]
-    return Path(name) if keras_path == runtime_lib.SHIPPED_MODEL else keras_path.parent / name
+    return runtime_lib.exports_home() / name if keras_path == runtime_lib.SHIPPED_MODEL else keras_path.parent / name
 
 
 def _size(path: Path) -> int:

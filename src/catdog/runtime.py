@@ -22,7 +22,7 @@ from catdog.errors import ModelError
 
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 # What `catdog export` writes beside a run's model.keras (and what ships beside the packaged one).
-EXPORT_FILES = {"savedmodel": "model_savedmodel", "tflite": "model_float32.tflite", "tflite-int8": "model_int8.tflite"}
+EXPORT_FILES = {"savedmodel": "model_savedmodel", "tflite": "model_float.tflite", "tflite-int8": "model_int8.tflite"}
 SHIPPED_MODEL = Path(__file__).parent / "assets" / "model.keras"
 _verbose = False
 
@@ -63,8 +63,9 @@ def quiet_stderr():
 def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> Path:
     """The file `runtime` runs: from a run folder, a .keras / .tflite / SavedModel path, or None (shipped).
 
-    A `.tflite` file is run by LiteRT whatever `runtime` says; "auto" is "tflite" where that
-    export sits beside the model and is not older than it, else "keras".
+    A `.tflite` file is run by LiteRT whatever `runtime` says. Exports sit beside the model
+    (`catdog export`); the shipped model's also in `$CATDOG_HOME/exports`. "auto" is "tflite"
+    where that export exists and is not older than the model, else "keras".
     """
     if runtime not in (*RUNTIMES, "auto"):
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
@@ -75,25 +76,37 @@ def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> P
         return path
     folder, keras_file = (path, path / "model.keras") if path.is_dir() else (path.parent, path)
     if not keras_file.is_file():
-        what = "no model.keras in" if path.is_dir() else "no shipped model in this install:"
-        raise FileNotFoundError(f"not a run folder: {what} {folder} (pass --model RUN_OR_FILE)")
-    if runtime == "auto":
-        export = folder / EXPORT_FILES["tflite"]
-        fresh = export.is_file() and (keras_file == SHIPPED_MODEL or _newer(export, keras_file))
-        runtime = "tflite" if fresh else "keras"
+        if not model:
+            raise FileNotFoundError(f"no shipped model in this install ({keras_file}): pass --model RUN_OR_FILE")
+        raise FileNotFoundError(f"not a run folder: no model.keras in {folder}")
     if runtime == "keras":
         return keras_file
-    export = folder / EXPORT_FILES[runtime]
-    if not export.is_file():
-        raise FileNotFoundError(f"{folder} has no {export.name}: run `catdog export {model or ''} --format "
-                                f"{runtime}`".replace("  ", " ") + ", or use --runtime keras")
-    return export
+    export = find_export(keras_file, "tflite" if runtime == "auto" else runtime)
+    if export:
+        return export
+    if runtime == "auto":
+        return keras_file
+    raise FileNotFoundError(f"{folder} has no {EXPORT_FILES[runtime]}: run `catdog export {model or ''} --format "
+                            f"{runtime}`".replace("  ", " ") + ", or use --runtime keras")
 
 
-def _newer(export: Path, keras_file: Path) -> bool:
-    """The export is at least as new as the model and its calibration (`catdog calibrate` rewrites them)."""
-    sources = [keras_file, keras_file.with_suffix(".json")]
-    return all(export.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists())
+def exports_home() -> Path:
+    """Where `catdog export` puts the shipped model's exports (the package folder may be read-only)."""
+    return Path(os.environ.get("CATDOG_HOME", Path.home() / ".cache" / "catdog")).expanduser() / "exports"
+
+
+def find_export(keras_file: Path, fmt: str) -> Path | None:
+    """The `fmt` export of `keras_file` that is not older than it (and its calibration), if any."""
+    candidates = [keras_file.parent / EXPORT_FILES[fmt]]
+    if keras_file == SHIPPED_MODEL:
+        if candidates[0].exists():
+            return candidates[0]  # shipped together: file times mean nothing after a checkout
+        candidates.append(exports_home() / EXPORT_FILES[fmt])
+    sources = [s for s in (keras_file, keras_file.with_suffix(".json")) if s.exists()]
+    for export in candidates:
+        if export.exists() and all(export.stat().st_mtime >= s.stat().st_mtime for s in sources):
+            return export
+    return None
 
 
 def load_runtime(path: str | os.PathLike | None = None, runtime: str = "keras", detector: bool = True):
