@@ -69,5 +69,11 @@ def test_expand_paths(tmp_path):
 
 
 def test_resolve_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="not a run folder: no model.keras in"):
         resolve_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="expected a run folder, a .keras or a .tflite file"):
+        resolve_model(tmp_path / "missing")
+    (tmp_path / "model.keras").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="catdog export .* --format tflite-int8"):
+        resolve_model(tmp_path, "tflite-int8")
+    assert resolve_model(tmp_path, "auto") == tmp_path / "model.keras"  # no export yet: Keras

@@ -6,10 +6,11 @@
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
     catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
-    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--shard I/N]
+    catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
     catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
+    catdog export [RUN] --format savedmodel|tflite|tflite-int8 [--data train.zip]
 """
 
 from __future__ import annotations
@@ -92,29 +93,34 @@ def _calibrate(args) -> int:
 
 
 def _predict(args) -> int:
-    from catdog.predict import Predictor
+    from tqdm import tqdm
+
+    from catdog.predict import Predictor, expand_paths
 
     predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta,
-                          unknown=False if args.no_unknown else None)
+                          unknown=False if args.no_unknown else None, runtime=args.runtime)
+    paths = expand_paths(args.paths)
+    if args.shard:
+        from catdog.shards import parse_shard, select
+
+        paths = select(paths, *parse_shard(args.shard))
+    # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
+    progress = tqdm(total=len(paths), unit="img", delay=2, file=sys.stderr, disable=not sys.stderr.isatty())
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
         fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
-    paths = args.paths
-    if args.shard:
-        from catdog.predict import expand_paths
-        from catdog.shards import parse_shard, select
-
-        paths = select(expand_paths(paths), *parse_shard(args.shard))
     for record in predictor.predict_paths(paths):
+        progress.update()
         failed += "error" in record
         rows.append(record)
         if writer:
             writer.writerow(record)
         else:
             print(json.dumps(record, ensure_ascii=False), flush=True)
+    progress.close()
     if args.kaggle_submission:
         _write_submission(args.kaggle_submission, rows)
     if failed:
@@ -129,6 +135,13 @@ def _serve(args) -> int:
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files, timeout_s=args.timeout,
           queue_size=args.queue_size, cors_origins=tuple(args.cors_origin), **key)
+    return 0
+
+
+def _export(args) -> int:
+    from catdog.export import export, summary
+
+    print(summary(export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)))
     return 0
 
 
@@ -148,7 +161,11 @@ def _write_submission(path: str, rows: list[dict]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from catdog.download import MICROSOFT_URL
 
+    from catdog import __version__
+
     parser = argparse.ArgumentParser(prog="catdog", description="Tell dogs from cats.")
+    parser.add_argument("--version", action="version", version=f"catdog {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and LiteRT's own log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
@@ -195,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files, folders or globs")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--model", help="run folder, .keras or .tflite file (default: the shipped model)")
+    p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
+                   help="auto (default): LiteRT float32 where the model has that export (the shipped one "
+                        "does), else Keras; a .tflite --model always runs on LiteRT")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--kaggle-submission", metavar="CSV", help="also write Kaggle's id,label file")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
@@ -207,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
     p.set_defaults(func=_merge)
+
     p = sub.add_parser("serve", help="REST API and web page over the model (FastAPI + uvicorn)")
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -220,12 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow this browser origin (repeatable); CORS is off without it")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("export", help="write SavedModel / TFLite, checked against the Keras model")
+    p.add_argument("run", nargs="?", help="run folder or .keras file (default: the shipped model)")
+    p.add_argument("--format", choices=["savedmodel", "tflite", "tflite-int8"], default="tflite")
+    p.add_argument("--out", help="file (folder for savedmodel) to write; default: beside the model, "
+                                 "or in the current folder for the shipped model")
+    p.add_argument("--data", help="labelled pictures (zip or folder, split as `catdog prepare` does) whose "
+                                  "test split checks parity and train split calibrates int8 "
+                                  "(default: the run's own splits)")
+    p.add_argument("--check-images", type=int, default=0, metavar="N",
+                   help="parity check on a sample of N test images (default: the whole test split)")
+    p.set_defaults(func=_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     args = build_parser().parse_args(argv)
+    from catdog.runtime import set_verbose
+
+    set_verbose(args.verbose)  # native log lines: held back unless --verbose
     from catdog.archive import ArchiveError
     from catdog.config import ConfigError
     from catdog.download import DownloadError

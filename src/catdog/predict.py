@@ -12,33 +12,33 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import keras
 import numpy as np
-import tensorflow as tf
-from scipy.special import expit
 
-from catdog import model as _registers_custom_layers  # noqa: F401  (ImageNetScaling)
-from catdog import unknown as _unknown  # also registers PetEvidence
+from catdog import runtime as _runtime
 from catdog.errors import ModelError
 from catdog.images import ImageError, is_image_name, load_image
 
-SHIPPED_MODEL = Path(__file__).parent / "assets" / "model.keras"
+SHIPPED_MODEL = _runtime.SHIPPED_MODEL
 
 
-def resolve_model(model: str | os.PathLike | None = None) -> Path:
-    """A `.keras` file from a run folder, a file path, or None for the shipped model."""
-    path = Path(model) if model else SHIPPED_MODEL
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        hint = "" if model else " (no shipped model in this install: pass --model RUN_OR_FILE)"
-        raise FileNotFoundError(f"model {path} not found{hint}")
-    return path
+def resolve_model(model: str | os.PathLike | None = None, runtime: str = "keras") -> Path:
+    """The file `runtime` runs: from a run folder, a .keras or .tflite path, or None for the shipped model."""
+    return _runtime.resolve(model, runtime)
+
+
+def expit(x) -> np.ndarray:
+    """The logistic sigmoid, in numpy (scipy's would cost a heavy import at start-up)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def is_unknown(scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bool:
+    """True when any of the unknown detector's scores is below its threshold (`catdog.unknown`)."""
+    return any(scores[name] < threshold for name, threshold in thresholds.items())
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
@@ -60,16 +60,6 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     return paths
 
 
-def _resize_height(model: keras.Model) -> int:
-    """The side of the model's own Resizing layer, for a .keras file that came without its JSON."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Resizing):
-            return layer.height
-        if isinstance(layer, keras.Model) and (height := _resize_height(layer)):
-            return height
-    return 0
-
-
 class Scored(NamedTuple):
     path: str
     logit: float | None = None  # uncalibrated evidence for "dog"
@@ -86,20 +76,20 @@ class Predictor:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 64, tta: bool = False,
-                 unknown: bool | None = None, meta: dict | None = None):
-        self.path = resolve_model(model)
-        self.model = keras.saving.load_model(self.path, compile=False)
+                 unknown: bool | None = None, meta: dict | None = None, runtime: str = "keras"):
+        self.runtime = _runtime.load_runtime(model, runtime, detector=unknown is not False)
+        self.path = self.runtime.path
         meta_path = self.path.with_suffix(".json")
         if meta is None:  # calibration and image size; {} for raw, uncalibrated scores
             meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.meta = meta
-        self.image_size = int(self.meta.get("image_size") or _resize_height(self.model))
+        self.image_size = int(self.meta.get("image_size") or self.runtime.image_size)
         if not self.image_size:
             raise ModelError(f"{self.path}: no Resizing layer, and no model.json to give the image size")
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
-        self.has_detector = isinstance(self.model.output, dict)
-        self.detector_scores = sorted(set(self.model.output) - {"logit"}) if self.has_detector else []
+        self.detector_scores = [name for name in self.runtime.output_names if name != "logit"]
+        self.has_detector = bool(self.detector_scores)
         self.unknown_thresholds = self.meta.get("unknown_thresholds")
         if "unknown_threshold" in self.meta:  # written before pet_energy existed: p_pet alone
             self.unknown_thresholds = {"p_pet": self.meta["unknown_threshold"]}
@@ -109,23 +99,20 @@ class Predictor:
         if unknown and not self.unknown_thresholds:
             raise ModelError(f"{self.path}: this model has no fitted unknown detector (run `catdog calibrate`)")
         self.unknown = bool(self.unknown_thresholds) if unknown is None else unknown
-        self._score_pets = self.has_detector and unknown is not False  # off: skip the detector's work
         self.batch_size, self.tta = batch_size, tta
-        spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-        self._forward = tf.function(self._outputs, input_signature=[spec], autograph=False)  # plain Python
 
-    def _outputs(self, pixels):
-        out = self.model(pixels, training=False)
-        if not self.has_detector:
-            return {"logit": out}
-        return out if self._score_pets else {"logit": out["logit"]}
+    @property
+    def model(self):
+        """The keras.Model, for the Keras runtime (`predictor.runtime.model`)."""
+        if not hasattr(self.runtime, "model"):
+            raise ModelError(f"{self.path}: the {type(self.runtime).__name__} has no keras.Model")
+        return self.runtime.model
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror."""
-        x = tf.convert_to_tensor(pixels, tf.float32)
-        views = [x, tf.reverse(x, axis=[2])] if self.tta else [x]
-        outs = [self._forward(v) for v in views]
-        return {k: np.mean([o[k].numpy().ravel() for o in outs], axis=0) for k in outs[0]}
+        views = [pixels, np.asarray(pixels)[:, :, ::-1]] if self.tta else [pixels]
+        outs = [self.runtime.run(view) for view in views]
+        return {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Uncalibrated logits for a batch of pixels."""
@@ -175,7 +162,7 @@ class Predictor:
         record = {"path": scored.path, "label": label, "p_dog": round(p_dog, 6)}
         if self.unknown and scored.pet:
             record.update((name, round(value, 6)) for name, value in scored.pet.items())
-            if _unknown.is_unknown(scored.pet, self.unknown_thresholds):
+            if is_unknown(scored.pet, self.unknown_thresholds):
                 record["label"] = "unknown"
         return record
 

@@ -1,0 +1,161 @@
+"""Prediction speed per runtime (Keras, LiteRT float32, LiteRT int8), against this machine's ceiling.
+
+    python benchmarks/inference.py --data ../shared/datasets/dogs-vs-cats/train.zip [--model runs/NAME]
+
+Per runtime: images/s of `Predictor.predict_paths` over a folder of JPEGs (decoding and the unknown
+detector included), warm one-image latency (p50 / p99, decode included), the cold-start wall time
+of `catdog predict one.jpg`, and answers on the same pictures (accuracy, agreement with Keras).
+In the same run: numpy's float32 matmul rate divided by the model's FLOPs per image (the ceiling),
+JPEG decoding alone, and the naive loop (`keras.utils.load_img` + `model.predict` per image).
+Prints a table and writes benchmarks/results/inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from catdog import parity
+from catdog.images import load_image
+from catdog.predict import Predictor, expand_paths
+
+RUNTIMES = ("keras", "tflite", "tflite-int8")
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """numpy float32 GEMM rate on every core: what the arithmetic units sustain here."""
+    a, b = (np.random.default_rng(0).standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def model_gflops(predictor: Predictor) -> float:
+    """Forward FLOPs per image of the Keras model (TensorFlow's profiler), unknown detector included."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    size = predictor.image_size
+    fn = tf.function(lambda x: predictor.model(x, training=False))
+    graph = fn.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32)).graph
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return model_analyzer.profile(graph, options=opts).total_float_ops / 1e9
+
+
+def speed(predictor: Predictor, paths: list[str], single: list[str]) -> dict:
+    list(predictor.predict_paths(paths[:predictor.batch_size]))  # trace, plan, warm caches
+    started = time.perf_counter()
+    records = list(predictor.predict_paths(paths))
+    seconds = time.perf_counter() - started
+    latencies = []
+    for path in single:
+        started = time.perf_counter()
+        list(predictor.predict_paths([path]))
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    return dict(images_per_second=round(len(paths) / seconds, 1), p50_ms=round(statistics.median(latencies), 2),
+                p99_ms=round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2)), records
+
+
+def cold_start(runtime: str, model: str | None, image: str, repeats: int) -> float:
+    """Median wall time of `catdog predict one.jpg` in a fresh process (the OS file cache warm)."""
+    command = [sys.executable, "-m", "catdog.cli", "predict", image, "--runtime", runtime]
+    command += ["--model", model] if model else []
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times), 3)
+
+
+def naive_loop(predictor: Predictor, paths: list[str]) -> float:
+    """The tutorials' loop: load one image, `model.predict` it, repeat (images/s)."""
+    import keras
+
+    model, size = predictor.model, predictor.image_size
+    model.predict(np.zeros((1, size, size, 3)), verbose=0)
+    started = time.perf_counter()
+    for path in paths:
+        image = keras.utils.load_img(path, target_size=(size, size))
+        model.predict(np.asarray(image)[None].astype("float32"), verbose=0)
+    return round(len(paths) / (time.perf_counter() - started), 1)
+
+
+def decode_rate(paths: list[str], size: int) -> float:
+    started = time.perf_counter()
+    for path in paths:
+        load_image(path, size=size)
+    return round(len(paths) / (time.perf_counter() - started), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/dogs-vs-cats/train.zip"))
+    parser.add_argument("--model", help="run folder (default: the shipped model and its TFLite forms)")
+    parser.add_argument("--runtimes", nargs="*", default=list(RUNTIMES))
+    parser.add_argument("--images", type=int, default=500, help="test-split pictures for the batch and accuracy figures")
+    parser.add_argument("--single", type=int, default=50, help="one-image calls for the latency figures")
+    parser.add_argument("--cold", type=int, default=3, help="fresh processes per cold-start figure")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference.json"))
+    args = parser.parse_args()
+
+    _, labelled = parity.examples(None, args.data, 0, args.images)  # a sample of the test split
+    paths, labels = [p for p, _ in labelled], np.array([y for _, y in labelled])
+    paths = expand_paths(paths)
+    rows, answers = [], {}
+    gemm = matmul_gflops()
+    for runtime in args.runtimes:
+        predictor = Predictor(args.model, runtime=runtime)
+        figures, records = speed(predictor, paths, paths[:args.single])
+        answers[runtime] = [r["label"] for r in records]
+        p_dog = np.array([r["p_dog"] for r in records])
+        rows.append(dict(runtime=runtime, file=predictor.path.name, **figures,
+                         cold_start_s=cold_start(runtime, args.model, paths[0], args.cold),
+                         accuracy=round(float(np.mean((p_dog >= 0.5) == labels)), 4)))
+    reference = answers.get("keras")
+    for row in rows:
+        if reference:
+            row["agreement_with_keras"] = round(float(np.mean(np.array(answers[row["runtime"]]) == reference)), 4)
+    keras_predictor = Predictor(args.model, runtime="keras")
+    flops = model_gflops(keras_predictor)
+    ceiling = gemm / flops
+    for row in rows:
+        row["share_of_ceiling"] = round(row["images_per_second"] / ceiling, 2)
+    extra = dict(matmul_gflops=round(gemm, 1), model_gflops_per_image=round(flops, 3),
+                 ceiling_images_per_second=round(ceiling, 1),
+                 decode_only_images_per_second=decode_rate(paths[:200], keras_predictor.image_size),
+                 naive_loop_images_per_second=naive_loop(keras_predictor, paths[:30]))
+    fastest = max(rows, key=lambda r: r["images_per_second"])
+    keras_row = next((r for r in rows if r["runtime"] == "keras"), None)
+    if keras_row:
+        extra["fastest_vs_keras_batched"] = round(fastest["images_per_second"] / keras_row["images_per_second"], 2)
+    extra["fastest_vs_naive_loop"] = round(fastest["images_per_second"] / extra["naive_loop_images_per_second"], 1)
+
+    print(f"{'runtime':<12} {'img/s':>7} {'ceiling':>7} {'p50 ms':>7} {'p99 ms':>7} {'cold s':>7} "
+          f"{'accuracy':>8} {'agree':>6}")
+    for r in rows:
+        print(f"{r['runtime']:<12} {r['images_per_second']:>7} {r['share_of_ceiling']:>7.0%} {r['p50_ms']:>7} "
+              f"{r['p99_ms']:>7} {r['cold_start_s']:>7} {r['accuracy']:>8.2%} {r.get('agreement_with_keras', 1):>6.1%}")
+    for key, value in extra.items():
+        print(f"{key}: {value}")
+    result = dict(machine=dict(cpus=os.cpu_count(), processor=platform.machine(),
+                               load_average=os.getloadavg()), images=len(paths), rows=rows, **extra)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
