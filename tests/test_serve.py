@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import re
 import signal
@@ -26,9 +25,8 @@ from PIL import Image
 from starlette.requests import Request
 
 from catdog import __version__
-from catdog.errors import ModelError
 from catdog.predict import Predictor
-from catdog.serving import Settings, create_app, load_predictor
+from catdog.serving import Settings, create_app
 from catdog.serving.batcher import Batcher, QueueFull
 from catdog.serving.uploads import read_uploads
 
@@ -345,10 +343,7 @@ def test_batcher_waits_for_announced_images_and_not_for_withdrawn_ones():
     assert sizes == {2: 1, 1: 1} and waited < 2.0
 
 
-def test_runtime_guard_and_settings_checked():
-    if "runtime" not in inspect.signature(Predictor).parameters:  # the runtime seam comes from another branch
-        with pytest.raises(ModelError, match="runtime 'tflite'"):
-            load_predictor(None, runtime="tflite")
+def test_settings_checked():
     with pytest.raises(Exception, match="max_files must be positive"):
         Settings(max_files=0)
     result = subprocess.run([sys.executable, "-m", "catdog.cli", "serve", "--max-files", "0"],

@@ -16,17 +16,10 @@ __all__ = ["Settings", "create_app", "serve"]
 
 
 def load_predictor(model=None, runtime: str = "keras"):
-    """The Predictor for `model`; `runtime` other than keras needs a Predictor that takes it."""
-    from catdog.errors import ModelError
+    """The one Predictor the server holds: `model` (default: the shipped one) on `runtime`."""
     from catdog.predict import Predictor
 
-    if runtime == "keras":
-        return Predictor(model)
-    try:
-        return Predictor(model, runtime=runtime)
-    except TypeError:
-        raise ModelError(f"runtime {runtime!r}: this install's Predictor runs Keras models only "
-                         "(use --runtime keras)") from None
+    return Predictor(model, runtime=runtime)
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "keras", **settings) -> None:
