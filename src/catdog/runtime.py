@@ -90,6 +90,23 @@ def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> P
                             f"{runtime}`".replace("  ", " ") + ", or use --runtime keras")
 
 
+def keras_source(path: str | os.PathLike) -> Path:
+    """The `.keras` model an export (`.tflite`, SavedModel folder) was made from; a `.keras` path itself.
+
+    Exports sit beside their model (`catdog export`); the shipped model's may also sit in
+    `exports_home()`. Grad-CAM needs the Keras model: LiteRT gives no gradients.
+    """
+    path = Path(path)
+    if path.suffix == ".keras":
+        return path
+    if path.parent.resolve() in (SHIPPED_MODEL.parent.resolve(), exports_home().resolve()):
+        return SHIPPED_MODEL
+    beside = path.parent / "model.keras"
+    if beside.is_file():
+        return beside
+    raise ModelError(f"{path}: no model.keras beside this export (Grad-CAM needs the Keras model)")
+
+
 def exports_home() -> Path:
     """Where `catdog export` puts the shipped model's exports (the package folder may be read-only)."""
     return Path(os.environ.get("CATDOG_HOME", Path.home() / ".cache" / "catdog")).expanduser() / "exports"
