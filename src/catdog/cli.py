@@ -5,6 +5,7 @@
     catdog train --data train.zip [--preset mobilenet] [key=value ...]
     catdog train --resume runs/NAME          # continue an interrupted run
     catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
+    catdog evaluate [--model M] --data PATH  # any model on any labelled pictures
     catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
@@ -79,9 +80,22 @@ def _merge(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from catdog.evaluate import evaluate, format_table
+    from catdog.config import ConfigError
+    from catdog.evaluate import evaluate, evaluate_data, format_table
 
-    print(format_table(evaluate(args.run, args.split, tta=args.tta, batch_size=args.batch_size)))
+    if args.data:
+        if args.run and args.model:
+            raise ConfigError("give the model once: RUN or --model, not both")
+        result = evaluate_data(args.data, args.model or args.run, args.split, args.out, tta=args.tta,
+                               batch_size=args.batch_size)
+        print(format_table(result))
+        print(f"-> {result['out']} (metrics.json, predictions.csv; `catdog report {result['out']}`)")
+        return 0
+    if not args.run or args.model or args.out:
+        raise ConfigError("evaluate RUN scores a run on its own split; --model and --out go with --data PATH")
+    if args.split == "all":
+        raise ConfigError("--split all needs --data PATH")
+    print(format_table(evaluate(args.run, args.split or "test", tta=args.tta, batch_size=args.batch_size)))
     return 0
 
 
@@ -197,9 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=_launch)
 
-    p = sub.add_parser("evaluate", help="metrics of a run on its test split")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p = sub.add_parser("evaluate", help="metrics of a run on its test split, or of any model on labelled pictures",
+                       description="catdog evaluate RUN (its test split) | catdog evaluate [--model M] --data PATH")
+    p.add_argument("run", nargs="?", help="run folder")
+    p.add_argument("--model", help="with --data: run folder or .keras file (default: the shipped model)")
+    p.add_argument("--data", help="labelled pictures, zip or folder in any layout `prepare` accepts: scored "
+                                  "whole, or on the model's own test split when they are its training data")
+    p.add_argument("--split", choices=["train", "val", "test", "all"],
+                   help="which split to score (default: test; with --data, test of the model's own data, else all)")
+    p.add_argument("--out", help="with --data: folder for metrics.json and predictions.csv "
+                                 "(default: evaluations/MODEL-on-DATA-SPLIT)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_evaluate)
