@@ -8,7 +8,10 @@
     catdog evaluate [--model M] --data PATH  # any model on any labelled pictures
     catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
+                   [--explain DIR]           # + a Grad-CAM overlay PNG per image
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
+    catdog report runs/NAME|EVAL_DIR [--out DIR]   # report.html: curves, errors, calibration, Grad-CAM
+    catdog augment-preview photo.jpg [--preset P] [key=value ...]   # what training augmentation does
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
     catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
     catdog export [RUN] --format savedmodel|tflite|tflite-int8 [--data train.zip]
@@ -126,8 +129,11 @@ def _predict(args) -> int:
         fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
+    explain = _overlay_writer(predictor, args.explain) if args.explain else None
     for record in predictor.predict_paths(paths):
         progress.update()
+        if explain and "error" not in record:
+            explain(record["path"])
         failed += "error" in record
         rows.append(record)
         if writer:
@@ -140,6 +146,53 @@ def _predict(args) -> int:
     if failed:
         print(f"catdog: {failed} of {len(rows)} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _overlay_writer(predictor, folder: str):
+    """A function saving a Grad-CAM overlay PNG of each path into `folder` (names made unique)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from catdog.explain import Explainer, save_overlay
+    from catdog.images import load_image
+    from catdog.runtime import keras_source
+
+    explainer = Explainer(keras_source(predictor.path))  # LiteRT gives no gradients: its Keras model
+    used: set[str] = set()
+
+    def write(path: str) -> None:
+        image = Image.fromarray(load_image(path))
+        image.thumbnail((768, 768))  # enough to see where it looked; a 12 MP overlay helps nobody
+        stem, n = Path(path).stem, 1
+        name = f"{stem}.png"
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        save_overlay(Path(folder) / name, explainer.overlay(np.asarray(image)))
+
+    return write
+
+
+def _report(args) -> int:
+    from catdog.report import report
+
+    print(report(args.path, out=args.out))
+    return 0
+
+
+def _augment_preview(args) -> int:
+    from pathlib import Path
+
+    from catdog import config
+    from catdog.plots import augmentation_preview
+
+    cfg = config.resolve(args.preset, args.overrides)
+    out = args.out or f"{Path(args.image).stem}-augmented.png"
+    print(augmentation_preview(args.image, cfg, out, count=args.count, seed=args.seed))
+    return 0
 
 
 def _serve(args) -> int:
@@ -243,7 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
+    p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("report", help="HTML report with plots of a run or an evaluation (self-contained)")
+    p.add_argument("path", metavar="RUN_OR_EVAL_DIR",
+                   help="run folder (its test split, scored if not yet) or a folder from `evaluate --data`")
+    p.add_argument("--out", help="folder for report.html and its PNGs (default: PATH/report)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("augment-preview", help="a grid of one picture under the training augmentation")
+    p.add_argument("image")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. zoom=0.3")
+    p.add_argument("--preset", default="scratch", help="scratch (default), mobilenet or tiny")
+    p.add_argument("--out", help="PNG to write (default: IMAGE-augmented.png in the current folder)")
+    p.add_argument("--count", type=int, default=11, help="augmented draws beside the original")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_augment_preview)
 
     p = sub.add_parser("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from catdog import config as config_lib
 from catdog import data, provenance
-from catdog.calibrate import expected_calibration_error, probabilities
+from catdog.reliability import expected_calibration_error, probabilities
 from catdog.predict import Predictor
 
 
