@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from catdog.reliability import confidence_bins, expected_calibration_error, probabilities  # noqa: E402
@@ -27,9 +28,9 @@ STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.titleweight": "bold", "axe
 
 
 def _figure(width: float, height: float, rows: int = 1, columns: int = 1, **kwargs):
-    with plt.rc_context(STYLE):
-        return plt.subplots(rows, columns, figsize=(width, height), dpi=DPI, layout="constrained",
-                            squeeze=False, **kwargs)
+    """A figure of width x height inches; call it inside `plt.rc_context(STYLE)` (or a variant)."""
+    return plt.subplots(rows, columns, figsize=(width, height), dpi=DPI, layout="constrained",
+                        squeeze=False, **kwargs)
 
 
 def _save(figure, out: str | os.PathLike) -> Path:
@@ -48,7 +49,8 @@ def learning_curves(phases: list[tuple[str, dict[str, list[float]]]], out) -> Pa
     """
     with plt.rc_context(STYLE):
         figure, axes = _figure(13, 3.8, 1, 3)
-        for ax, (metric, label) in zip(axes[0], (("loss", "log loss"), ("accuracy", "accuracy"), ("auc", "ROC AUC"))):
+        for ax, (metric, label, title) in zip(axes[0], (("loss", "log loss", "Loss"), ("accuracy", "accuracy", "Accuracy"),
+                                                        ("auc", "ROC AUC", "ROC AUC"))):
             start = 0
             for index, (phase, history) in enumerate(phases):
                 n = len(history.get(metric) or history.get("val_" + metric) or [])
@@ -63,7 +65,8 @@ def learning_curves(phases: list[tuple[str, dict[str, list[float]]]], out) -> Pa
                     ax.annotate(f"{phase} starts", (start + 0.5, 1), xycoords=("data", "axes fraction"),
                                 xytext=(3, -3), textcoords="offset points", va="top", fontsize=9, color="0.25")
                 start += n
-            ax.set(title=label.capitalize(), xlabel="epoch", ylabel=label)
+            ax.set(title=title, xlabel="epoch (all phases, end to end)" if len(phases) > 1 else "epoch",
+                   ylabel=label, xlim=(0.5, max(start, 1) + 0.5))
             ax.xaxis.get_major_locator().set_params(integer=True)
         axes[0][0].legend(fontsize=9)
         figure.suptitle("Learning curves", fontweight="bold")
@@ -119,7 +122,7 @@ def reliability(labels, logits, temperature: float, out, bins: int = 10) -> Path
         figure, axes = _figure(6.4, 6.0, 2, 1, sharex=True, gridspec_kw=dict(height_ratios=(3, 1)))
         top, bottom = axes[0][0], axes[1][0]
         top.plot([0.5, 1], [0.5, 1], color="0.5", linestyle=":", label="perfect calibration")
-        width = 0.5 / bins
+        width, lowest = 0.5 / bins, 0.5
         for offset, (name, t, colour, marker) in enumerate((("raw", 1.0, COLOURS[3], "s"),
                                                              (f"T = {temperature:.3f}", temperature, COLOURS[0], "o"))):
             p = probabilities(logits, t)
@@ -127,13 +130,17 @@ def reliability(labels, logits, temperature: float, out, bins: int = 10) -> Path
             points = [(c, a, n) for c, a, n in confidence_bins(p, labels, bins) if n]
             top.plot([c for c, _, _ in points], [a for _, a, _ in points], color=colour, marker=marker,
                      label=f"{name}: ECE {ece:.4f}")
+            lowest = min([lowest, *[a for _, a, _ in points]])
             centres = 0.5 + width * (np.arange(bins) + 0.5)
             counts = [n for _, _, n in confidence_bins(p, labels, bins)]
             bottom.bar(centres + (offset - 0.5) * width * 0.4, counts, width * 0.4, color=colour, label=name)
-        top.set(title="Reliability: is a confidence of p right p of the time?", ylabel="accuracy", ylim=(0.45, 1.02))
-        top.legend(loc="upper left")
-        bottom.set(xlabel="confidence in the answer given (max of p_dog, 1 - p_dog)", ylabel="images", yscale="log",
-                   xlim=(0.5, 1.0))
+        top.set(title="Reliability: is a confidence of p right p of the time?", ylabel="share of answers right",
+                ylim=(max(0.0, lowest - 0.05), 1.02))
+        top.legend(loc="best")
+        bottom.set(xlabel="confidence in the answer given (max of p_dog, 1 - p_dog)", ylabel="images (log)",
+                   yscale="log", xlim=(0.5, 1.0))
+        bottom.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        bottom.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         return _save(figure, out)
 
 
