@@ -348,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "augment-preview" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # key=value after an option: argparse leaves them over
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from catdog.runtime import set_verbose
 
     set_verbose(args.verbose)  # native log lines: held back unless --verbose

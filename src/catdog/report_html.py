@@ -9,6 +9,8 @@ import platform
 import time
 from pathlib import Path
 
+from catdog.runtime import SHIPPED_MODEL
+
 CSS = """
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
        max-width: 1340px; margin: 0 auto; padding: 1.5rem 2rem 4rem; background: #fafafa; }
@@ -104,7 +106,9 @@ def _data_section(summary: dict, metrics: dict) -> str:
 
 def render(loaded: dict, made: list[dict], seconds: dict[str, float]) -> str:
     m, meta = loaded["metrics"], loaded["meta"]
-    model_name = loaded["run"].name if loaded["run"] else meta.get("source", {}).get("run", loaded["model"].name)
+    model_name = loaded["run"].name if loaded["run"] else loaded["model"].name
+    if loaded["model"].resolve() == SHIPPED_MODEL.resolve():
+        model_name = f"the shipped model ({meta.get('source', {}).get('run', 'MobileNet')})"
     data_name = Path(m.get("data") or loaded["data"].get("settings", {}).get("source", "its own data")).name
     cards = [("accuracy", f"{m['accuracy']:.2%}"), ("log loss", f"{m['log_loss']:.4f}"),
              ("ROC AUC", f"{m['roc_auc']:.4f}" if m.get("roc_auc") is not None else "n/a"),
