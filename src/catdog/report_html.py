@@ -51,8 +51,8 @@ def _e(value) -> str:
 
 def _number(value) -> str:
     if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) >= 0.01 else f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000 else str(value)
 
 
 def table(rows, header=None) -> str:
@@ -87,12 +87,14 @@ def _data_section(summary: dict, metrics: dict) -> str:
     counts = summary.get("counts", {})
     splits = sorted({k.split("/")[0] for k in counts}, key=lambda s: ("train", "val", "test").index(s)
                     if s in ("train", "val", "test") else 9)
+    if metrics.get("split") == "all":  # the whole folder was scored: its split is beside the point
+        splits = []
     rows = [(label, *[counts.get(f"{s}/{label}", 0) for s in splits], sum(counts.get(f"{s}/{label}", 0) for s in splits))
             for label in ("cat", "dog")]
     out = [f"<p class=note>Source: <code>{_e(summary.get('settings', {}).get('source', metrics.get('data', '?')))}</code>; "
            f"scored: the <b>{_e(metrics.get('split', 'test'))}</b> split ({metrics['n']:,} images"
            f"{', ' + str(metrics['unreadable']) + ' unreadable' if metrics.get('unreadable') else ''}).</p>"]
-    if rows and splits:
+    if rows and any(r[-1] for r in rows):
         out.append(table(rows, ["class", *splits, "all"]))
     skipped = summary.get("skipped_by_reason", {})
     out.append(table(sorted(skipped.items()), ["skipped because", "files"]) if skipped
