@@ -112,8 +112,20 @@ def roc_pr(labels, p_dog, out) -> Path:
         pr.set(title="Precision-recall (dog = positive)", xlabel="recall (dogs found)",
                ylabel="precision (dog answers right)", xlim=(0, 1), ylim=(0, 1.01))
         for ax in (roc, pr):
-            ax.legend(loc="lower right" if ax is roc else "lower left")
+            ax.legend(loc="lower right")
+        if len(set(labels.tolist())) == 2 and skm.roc_auc_score(labels, p_dog) > 0.97:
+            # A good model's curves hug the corner: a zoom shows where they differ.
+            _zoom(roc, fpr, tpr, (0.0, 0.05), (0.9, 1.0), [0.3, 0.32, 0.62, 0.5], COLOURS[0])
+            _zoom(pr, recall, precision, (0.9, 1.0), (0.9, 1.0), [0.12, 0.32, 0.62, 0.5], COLOURS[2])
         return _save(figure, out)
+
+
+def _zoom(ax, x, y, xlim, ylim, where, colour) -> None:
+    inset = ax.inset_axes(where, xlim=xlim, ylim=ylim)
+    inset.plot(x, y, color=colour)
+    inset.tick_params(labelsize=8)
+    inset.set_title("zoom", fontsize=9, fontweight="normal")
+    ax.indicate_inset_zoom(inset, edgecolor="0.3")
 
 
 def reliability(labels, logits, temperature: float, out, bins: int = 10) -> Path:
@@ -130,11 +142,17 @@ def reliability(labels, logits, temperature: float, out, bins: int = 10) -> Path
             points = [(c, a, n) for c, a, n in confidence_bins(p, labels, bins) if n]
             top.plot([c for c, _, _ in points], [a for _, a, _ in points], color=colour, marker=marker,
                      label=f"{name}: ECE {ece:.4f}")
+            if offset:  # how much a bin of a few images can say: its 95% (Wilson) interval
+                low, high = zip(*(_wilson(a, n) for _, a, n in points))
+                top.fill_between([c for c, _, _ in points], low, high, color=colour, alpha=0.15, linewidth=0,
+                                 label="95% interval of the calibrated bins")
+                lowest = min([lowest, *low])
             lowest = min([lowest, *[a for _, a, _ in points]])
             centres = 0.5 + width * (np.arange(bins) + 0.5)
             counts = [n for _, _, n in confidence_bins(p, labels, bins)]
             bottom.bar(centres + (offset - 0.5) * width * 0.4, counts, width * 0.4, color=colour, label=name)
-        top.set(title="Reliability: is a confidence of p right p of the time?", ylabel="share of answers right",
+        top.set(title="Reliability: is a confidence of p right p of the time?",
+                ylabel=f"share of answers right (of {len(np.ravel(labels)):,})",
                 ylim=(max(0.0, lowest - 0.05), 1.02))
         top.legend(loc="best")
         bottom.set(xlabel="confidence in the answer given (max of p_dog, 1 - p_dog)", ylabel="images (log)",
@@ -142,6 +160,12 @@ def reliability(labels, logits, temperature: float, out, bins: int = 10) -> Path
         bottom.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         bottom.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         return _save(figure, out)
+
+
+def _wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 def image_grid(items: list[tuple[np.ndarray, str]], title: str, out, columns: int = 4, cell: float = 2.6,
