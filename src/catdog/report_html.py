@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import platform
 import time
@@ -28,6 +29,8 @@ th, td { border: 1px solid #ddd; padding: .25rem .7rem; text-align: left; vertic
 td.n { text-align: right; font-variant-numeric: tabular-nums; } th { background: #eef4f9; }
 .cols { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
 code { font-size: .9em; word-break: break-all; }
+nav { background: white; border: 1px solid #ddd; border-radius: 8px; padding: .5rem 1rem; line-height: 1.9; }
+nav a { color: #0060a0; text-decoration: none; } nav a:hover { text-decoration: underline; }
 """
 
 NOTES = {
@@ -51,8 +54,10 @@ def _e(value) -> str:
 
 def _number(value) -> str:
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) >= 0.01 else f"{value:.4g}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000 else str(value)
+        if abs(value) >= 100:
+            return f"{value:,.1f}"
+        return f"{value:.4f}" if 0.01 <= abs(value) < 1 else f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def table(rows, header=None) -> str:
@@ -122,6 +127,9 @@ def render(loaded: dict, made: list[dict], seconds: dict[str, float]) -> str:
              f"model <code>{_e(loaded['model'])}</code>; made {time.strftime('%Y-%m-%d %H:%M %Z')}</p>",
              '<div class="cards">' + "".join(f"<div class=card><b>{_e(v)}</b><span>{_e(k)}</span></div>"
                                              for k, v in cards) + "</div>"]
+    sections = [(f["id"], f["title"]) for f in made] + [("data", "Data"), ("tables", "Metrics, model and config"),
+                                                        ("machine", "Timings and machine")]
+    parts.append("<nav>" + " · ".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in sections) + "</nav>")
     for figure in made:
         parts.append(f'<h2 id="{figure["id"]}">{_e(figure["title"])}</h2><figure>'
                      f'<img src="{data_uri(figure["png"])}" alt="{_e(figure["title"])}">'
@@ -132,7 +140,8 @@ def render(loaded: dict, made: list[dict], seconds: dict[str, float]) -> str:
                   for k, v in meta.items() if k != "source"]
     parts.append("<h2 id=tables>Metrics, model and config</h2><div class=cols>"
                  + table(metrics_rows, ["metric", "value"]) + table(model_rows, ["model.json", "value"])
-                 + table(sorted(loaded["config"].items()), ["config", "value"]) + "</div>")
+                 + table([(k, json.dumps(v)) for k, v in sorted(loaded["config"].items())], ["config", "value"])
+                 + "</div>")
     timing = [("training", f"{meta['train_seconds'] / 60:.1f} min" if meta.get("train_seconds") else "n/a"),
               ("scoring", f"{m.get('seconds', 'n/a')} s, {m.get('images_per_second', 'n/a')} images/s"),
               *[(f"figure: {k}", f"{v} s") for k, v in seconds.items()]]
