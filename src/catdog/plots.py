@@ -62,13 +62,16 @@ def learning_curves(phases: list[tuple[str, dict[str, list[float]]]], out) -> Pa
                                 label=f"{what} ({phase})" if len(phases) > 1 else what)
                 if index:
                     ax.axvline(start + 0.5, color="0.35", linestyle="--", linewidth=1)
-                    ax.annotate(f"{phase} starts", (start + 0.5, 1), xycoords=("data", "axes fraction"),
-                                xytext=(3, -3), textcoords="offset points", va="top", fontsize=9, color="0.25")
+                    ax.annotate(f"{phase} \u2192", (start + 0.5, 1), xycoords=("data", "axes fraction"),
+                                xytext=(4, -4), textcoords="offset points", va="top", fontsize=9, color="0.25")
                 start += n
+            low, high = ax.get_ylim()
             ax.set(title=title, xlabel="epoch (all phases, end to end)" if len(phases) > 1 else "epoch",
-                   ylabel=label, xlim=(0.5, max(start, 1) + 0.5))
+                   ylabel=label, xlim=(0.5, max(start, 1) + 0.5), ylim=(low, high + 0.12 * (high - low)))
             ax.xaxis.get_major_locator().set_params(integer=True)
-        axes[0][0].legend(fontsize=9)
+        # One legend for the three panels, under them: it covers no curve.
+        handles, names = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside lower center", ncols=4, fontsize=10, frameon=False)
         figure.suptitle("Learning curves", fontweight="bold")
         return _save(figure, out)
 
