@@ -195,3 +195,16 @@ def test_cli_evaluate_data_report_predict_explain_and_augment_preview(transfer_r
     check_png(tmp_path / "aug.png", (1040, 990))
     done = run_cli("augment-preview", pictures[0], "nope=1", cwd=tmp_path)
     assert done.returncode == 2 and "nope" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_own_data_is_recognised_in_another_folder_by_name_and_test_split_size(tmp_path):
+    from catdog import provenance
+
+    origin = provenance.trained_on(None)  # the shipped model: trained on ../shared/.../train.zip, 2,250 test images
+    assert origin["name"] == "shipped" and origin["test_images"] == 2250 and origin["split_seed"] == "catdog-v1"
+    assert origin["sources"][0].endswith("dogs-vs-cats/train.zip")
+    counts = {"test/cat": 1125, "test/dog": 1125, "train/cat": 9000}
+    assert provenance.same_source(origin["sources"][0], origin, {})
+    assert provenance.same_source(tmp_path / "train.zip", origin, counts)  # a copy elsewhere
+    assert not provenance.same_source(tmp_path / "train.zip", origin, {**counts, "test/dog": 1124})
+    assert not provenance.same_source(tmp_path / "mine.zip", origin, counts)

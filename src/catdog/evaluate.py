@@ -121,7 +121,7 @@ def evaluate_data(data_path: str | os.PathLike, model: str | os.PathLike | None 
     origin = provenance.trained_on(model)
     work = data.prepare(data_path, origin["val_fraction"], origin["test_fraction"], origin["split_seed"])
     report = json.loads((work / "report.json").read_text())
-    own = provenance.same_source(report["settings"]["source"], origin["sources"])
+    own = provenance.same_source(report["settings"]["source"], origin, report["counts"])
     split = split or ("test" if own else "all")
     examples = data.load_split(work / "manifest.csv", report["root"], split,
                                origin["max_images"] if own else 0, origin["seed"])

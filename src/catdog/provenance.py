@@ -24,10 +24,12 @@ def trained_on(model: str | os.PathLike | None = None) -> dict:
     """
     keras_file = runtime.keras_source(runtime.resolve(model, "keras"))
     folder = keras_file.parent
-    cfg, sources, run = config_lib.Config(), [], None
+    cfg, sources, run, test_images = config_lib.Config(), [], None, None
     if (folder / "config.json").exists() and (folder / "data.json").exists():
         cfg = config_lib.load(folder / "config.json")
-        sources = [Path(json.loads((folder / "data.json").read_text())["settings"]["source"])]
+        summary = json.loads((folder / "data.json").read_text())
+        sources = [Path(summary["settings"]["source"])]
+        test_images = sum(n for key, n in summary.get("counts", {}).items() if key.startswith("test/")) or None
         run, name = folder, folder.name
     else:
         meta_path = keras_file.with_suffix(".json")
@@ -38,8 +40,10 @@ def trained_on(model: str | os.PathLike | None = None) -> dict:
         if cfg.data:
             checkout = Path(__file__).resolve().parents[2]  # src/catdog/ -> the checkout
             sources = [Path(cfg.data).expanduser(), checkout / cfg.data]
+        test_images = origin.get("test", {}).get("n")
         name = "shipped" if keras_file == runtime.SHIPPED_MODEL else keras_file.stem
     return dict(name=name, run=str(run) if run else None, sources=[str(s.resolve()) for s in sources],
+                test_images=test_images,
                 val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
                 max_images=cfg.max_images, seed=cfg.seed)
 
@@ -50,6 +54,15 @@ def _known() -> set[str]:
     return {f.name for f in dataclasses.fields(config_lib.Config)}
 
 
-def same_source(source: str | os.PathLike, sources: list[str]) -> bool:
-    """True when `source` is (a path to) the data the model was trained on."""
-    return str(Path(source).resolve()) in sources
+def same_source(source: str | os.PathLike, origin: dict, counts: dict[str, int]) -> bool:
+    """True when `source` (split into `counts`, {"test/cat": n, ...}) is the data the model was trained on.
+
+    The same path; or, where the model was trained elsewhere (another checkout, an installed
+    package), the same file name giving a test split of the recorded size.
+    """
+    source = Path(source).resolve()
+    if str(source) in origin["sources"]:
+        return True
+    test = sum(n for key, n in counts.items() if key.startswith("test/"))
+    names = {Path(s).name for s in origin["sources"]}
+    return bool(origin["test_images"]) and source.name in names and test == origin["test_images"]
