@@ -39,8 +39,9 @@ NOTES = {
     "confusion": "Rows are the true class; each cell gives the count and the share of its row.",
     "roc_pr": "Both curves sweep the threshold on p_dog; the areas summarise them (1.0 is perfect).",
     "reliability": "Points on the diagonal are calibrated answers: of the pictures answered with 90% "
-                   "confidence, 90% are right. ECE is the average gap, weighted by the counts below; "
-                   "T is the temperature fitted on the validation split.",
+                   "confidence, 90% are right. The band is each bin's 95% interval: a bin of a few pictures "
+                   "says little. ECE is the average gap (over 15 bins, as `catdog evaluate` reports it), "
+                   "weighted by the counts below; T is the temperature fitted on the validation split.",
     "mistakes": "The wrong answers given with the most confidence: label errors in the data show up here first.",
     "unknown": 'Cats and dogs that the "neither cat nor dog" detector gave up on (lowest p_pet first).',
     "gradcam": "Grad-CAM on the last convolutional feature map: the regions whose features raised the "
