@@ -24,7 +24,10 @@ figure { margin: 1rem 0; background: white; border: 1px solid #ddd; border-radiu
          overflow-x: auto; }
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figcaption { color: #444; margin-top: .4rem; font-size: .95rem; }
-table { border-collapse: collapse; background: white; margin: .5rem 0 1rem; font-size: .95rem; }
+table { border-collapse: collapse; background: white; margin: .5rem 0 1rem; font-size: .95rem;
+        display: block; max-width: 100%; overflow-x: auto; }
+td { overflow-wrap: anywhere; }
+@media (max-width: 600px) { body { padding: 1rem .8rem 3rem; } .card { flex: 1 1 7rem; min-width: 0; } }
 th, td { border: 1px solid #ddd; padding: .25rem .7rem; text-align: left; vertical-align: top; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; } th { background: #eef4f9; }
 .cols { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
