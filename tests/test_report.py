@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import os
 import re
@@ -181,7 +180,7 @@ def test_cli_evaluate_data_report_predict_explain_and_augment_preview(transfer_r
     done = run_cli("evaluate", "--model", transfer_run, "--data", tmp_path / "mine", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "evaluations" / "transfer-on-mine-all"
-    assert f"-> evaluations/transfer-on-mine-all" in done.stdout and (out / "predictions.csv").exists()
+    assert "-> evaluations/transfer-on-mine-all" in done.stdout and (out / "predictions.csv").exists()
     done = run_cli("report", out, "--out", tmp_path / "rep", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "rep" / "report.html").exists(), done.stderr
 
