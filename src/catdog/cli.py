@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--runtime", default="keras", help="model runtime: keras (default), tflite, tflite-int8")
+    p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
+                   help="as for predict: auto (default) runs LiteRT float32 where the model has that export")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (default: $CATDOG_API_KEY)")
     p.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted, in MiB")
     p.add_argument("--max-files", type=int, default=16, help="most images in one request")

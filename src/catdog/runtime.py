@@ -3,7 +3,8 @@
     >>> runtime = load_runtime("runs/NAME", "tflite")   # or "keras", "tflite-int8", a .tflite path
     >>> runtime.run(pixels)            # uint8 (N, S, S, 3) -> {"logit": (N,), "p_pet": (N,), ...}
 
-`runtime.image_size` is the side the pixels must have, `runtime.output_names` the outputs.
+`runtime.image_size` is the side the pixels must have, `runtime.output_names` the outputs,
+`runtime.name` what runs them ("keras", "savedmodel", "tflite", "tflite-int8").
 Nothing else in catdog branches on the runtime. The LiteRT path never imports TensorFlow:
 `import ai_edge_litert` takes 0.1 s, TensorFlow about 3 s.
 """
@@ -159,6 +160,8 @@ class LiteRTRuntime:
         (self._input,) = inputs.values()
         self.image_size = int(self._input["shape_signature"][1])
         self.output_names = sorted(outputs)
+        quantized = any(t["dtype"] == np.int8 for t in self.interpreter.get_tensor_details())
+        self.name = "tflite-int8" if quantized else "tflite"  # what `--runtime` would name it
         self._outputs = {name: detail["index"] for name, detail in outputs.items()}
         self._batch = None
 
