@@ -87,9 +87,9 @@ class Explainer:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, layer: str | None = None):
+        self.model = _logit_model(_load_keras(model))  # first: it imports TensorFlow with its log lines held back
         import tensorflow as tf
 
-        self.model = _logit_model(_load_keras(model))
         self.path = find_layer(self.model, layer)
         if not self.path:
             what = f"no layer named {layer!r}" if layer else "no convolutional feature map (4-D output)"

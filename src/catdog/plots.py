@@ -194,10 +194,13 @@ def augmentation_preview(image: str | os.PathLike, cfg, out, count: int = 11, se
     Uses the training pipeline's own layers (`pipeline.build_augmentation`), so it shows exactly
     what training does with `cfg`.
     """
-    import keras
-
     from catdog.images import load_image
-    from catdog.pipeline import build_augmentation
+    from catdog.runtime import quiet_stderr
+
+    with quiet_stderr():  # TensorFlow's native log lines as it loads
+        import keras
+
+        from catdog.pipeline import build_augmentation
 
     pixels = load_image(image, size=cfg.image_size)
     keras.utils.set_random_seed(seed)
