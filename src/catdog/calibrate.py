@@ -18,7 +18,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
 from catdog import config as config_lib
-from catdog import data, unknown
+from catdog import data, runs, unknown
 from catdog.predict import Predictor
 
 
@@ -64,7 +64,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
     `unknown_budget` (default: the run's config) is the share of validation cats and dogs that
     the unknown detector may give up.
     """
-    run_dir = Path(run)
+    run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
     if unknown_budget is not None:
         cfg = config_lib.override(cfg, {"unknown_budget": unknown_budget})

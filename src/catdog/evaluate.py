@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
 
 from catdog import config as config_lib
-from catdog import data
+from catdog import data, runs
 from catdog.calibrate import expected_calibration_error, probabilities
+from catdog.errors import DataError
 from catdog.predict import Predictor
 
 
@@ -45,12 +45,12 @@ def classification_metrics(labels, logits, temperature: float = 1.0) -> dict:
 
 def evaluate(run: str | os.PathLike, split: str = "test", tta: bool = False, batch_size: int = 64) -> dict:
     """Scores the run's best model on one split of its own manifest and writes the JSON."""
-    run_dir = Path(run)
+    run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
     root = json.loads((run_dir / "data.json").read_text())["root"]
     examples = data.load_split(run_dir / "manifest.csv", root, split, cfg.max_images, cfg.seed)
     if not examples:
-        raise ValueError(f"{run_dir}: the {split!r} split is empty")
+        raise DataError(f"{run_dir}: the {split!r} split is empty")
     predictor = Predictor(run_dir, batch_size=batch_size, tta=tta)
     started = time.perf_counter()
     scored = list(predictor.score_paths([str(e.path) for e in examples]))

@@ -94,6 +94,29 @@ class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
                 self.best, self.best_epoch, self.wait = loss, epoch, 0
 
 
+class _SeedBackup(keras.callbacks.Callback):
+    """Keeps the layers' random seed states (Dropout's) beside BackupAndRestore's weights and
+    optimizer, which leave them out; a resumed run then draws the same dropout masks."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def _states(self):
+        return [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+    def on_train_begin(self, logs=None):
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved["epoch"] == self.model._initial_epoch:  # the epoch the weights were restored at
+                for variable, value in zip(self._states(), saved["states"], strict=True):
+                    variable.assign(np.asarray(value, dtype=variable.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        states = [np.asarray(v.numpy()).tolist() for v in self._states()]
+        self.path.write_text(json.dumps({"epoch": epoch + 1, "states": states}))
+
+
 def _history_rows(run_dir: Path, before: int) -> list[dict]:
     """history.csv cut to the epochs before `before` (an interrupted epoch is redone, not doubled)."""
     path = run_dir / "history.csv"
@@ -138,6 +161,7 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         _ResumedEarlyStopping(past, patience=cfg.patience),
         # Weights, optimizer (so the schedule's step) and the epoch; restored by fit itself.
         keras.callbacks.BackupAndRestore(backup),
+        _SeedBackup(backup / "seeds.json"),
         keras.callbacks.TensorBoard(run_dir / "tensorboard"),
         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
         *extra,
