@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
     p.add_argument("--force", action="store_true", help="redo even if a manifest exists")
-    p.set_defaults(func=_prepare)
+    p.set_defaults(func=_prepare, rest="settings")
 
     for name, what in (("config", "print the resolved config, one line per key with its meaning"),
                        ("train", "train a model into runs/NAME; prints the run folder")):
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", help=f"{presets} (default scratch)")
         p.add_argument("--config", metavar="CONFIG_JSON", help="start from this config.json (e.g. a run's)")
         p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
-        p.set_defaults(func=_config)
+        p.set_defaults(func=_config, rest="overrides")
     p.add_argument("--resume", metavar="RUN", help="continue the interrupted or failed run in this folder")
     p.add_argument("--distributed", action="store_true",
                    help="train as one of the TF_CONFIG workers (MultiWorkerMirroredStrategy); needs name=")
@@ -326,14 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--batch-size", metavar="N", help="same as batch_size=N")
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(func=_evaluate, rest="settings")
 
     p = command("calibrate", help="refit temperature and the unknown thresholds on validation")
     p.add_argument("run", help="run folder")
     p.add_argument("settings", help="unknown_budget=SHARE (default: the run's config)", **settings)
     p.add_argument("--unknown-budget", metavar="SHARE", help="same as unknown_budget=SHARE: share of "
                    "validation pets the unknown detector may give up")
-    p.set_defaults(func=_calibrate)
+    p.set_defaults(func=_calibrate, rest="settings")
 
     p = command("predict", help="classify image files, folders or globs")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -347,11 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", default="64", metavar="N")
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=_predict, rest="paths")
 
     p = command("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
-    p.set_defaults(func=_merge)
+    p.set_defaults(func=_merge, rest="shards")
 
     p = command("serve", help="REST API and web page over the model (FastAPI + uvicorn)")
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
@@ -381,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but key=value items (and paths) may also come after options: `train --data X epochs=2`."""
+    args, extras = parser.parse_known_args(argv)
+    rest = getattr(args, "rest", None)
+    if rest and extras and not any(item.startswith("-") for item in extras):
+        setattr(args, rest, list(getattr(args, rest) or []) + extras)
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     debug = os.environ.get("CATDOG_DEBUG", "") not in ("", "0") or "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
         from catdog import console
         from catdog.runtime import set_verbose
 
