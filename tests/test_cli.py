@@ -83,7 +83,7 @@ def test_resume_with_overrides_is_refused(tmp_path):
 
 def test_clear_errors_without_traceback(tmp_path):
     out = catdog("train", "epoch=3")
-    assert out.returncode == 2 and "unknown config key(s): epoch" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "unknown config key 'epoch' (did you mean epochs?)" in out.stderr and "Traceback" not in out.stderr
     out = catdog("prepare", "--data", tmp_path / "missing.zip")
     assert out.returncode == 2 and "does not exist" in out.stderr
     out = catdog("predict", "x.jpg", "--model", tmp_path / "nothing")

@@ -301,8 +301,15 @@ def test_sigint_during_train_leaves_a_resumable_run(ctx, tmp_path):
     runs = tmp_path / "runs"
     process = _catdog(*T(ctx, f"runs_dir={runs}", "name=stopped", "epochs=200", "patience=200", "max_images=0",
                          "--quiet"))
-    history = runs / "stopped" / "history.csv"
-    _wait_for(lambda: history.exists() and len(history.read_text().splitlines()) >= 2, process)
+    state_file = runs / "stopped" / "state.json"
+
+    def one_epoch_done():
+        try:
+            return json.loads(state_file.read_text()).get("epochs_done", 0) >= 1
+        except (OSError, ValueError):
+            return False
+
+    _wait_for(one_epoch_done, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130 and out == ""
