@@ -104,6 +104,20 @@ def ctx(tmp_path_factory) -> Ctx:
     f["runs_file"].write_text("")
     f["empty_keras_home"] = root / "keras-home"
     f["empty_keras_home"].mkdir()
+    f["corrupt_tflite"] = root / "broken.tflite"
+    f["corrupt_tflite"].write_bytes(b"TFL3" + b"\0" * 100)
+    f["no_manifest_run"] = root / "no-manifest"
+    shutil.copytree(run, f["no_manifest_run"])
+    (f["no_manifest_run"] / "manifest.csv").unlink()
+    f["moved_run"] = root / "moved"
+    shutil.copytree(run, f["moved_run"])
+    summary = json.loads((run / "data.json").read_text())
+    (f["moved_run"] / "data.json").write_text(json.dumps({**summary, "root": str(root / "gone-data")}))
+    inner = _zip(root / "train.zip", {"train/cat.1.jpg": b"\0" * 5_000_000}, deflate=True)
+    f["nested_bomb"] = root / "all.zip"
+    with zipfile.ZipFile(f["nested_bomb"], "w") as zf:
+        zf.write(inner, "train.zip")
+    inner.unlink()
     image = root / "photo.jpg"
     image.write_bytes(jpg)
     return Ctx(root, data, run, root / "runs", image, f)
@@ -197,6 +211,16 @@ CASES = [
      "folder.jpg: is a directory", {}),
     ("predict-non-image", lambda c: ["predict", c.files["notes"], c.image, "--model", c.run], 1,
      "notes.txt: not a recognised image", {}),
+    ("predict-fifo-input", lambda c: ["predict", c.files["fifo"], c.image, "--model", c.run], 1,
+     "pipe.zip: empty file", {}),
+    ("predict-run-without-model", lambda c: ["predict", c.image, "--model", c.files["no_model_run"]], 2,
+     "no model.keras in", {}),
+    ("predict-corrupt-tflite", lambda c: ["predict", c.image, "--model", c.files["corrupt_tflite"]], 2,
+     "broken.tflite: not a loadable TFLite model", {}),
+    ("calibrate-missing-manifest", lambda c: ["calibrate", c.files["no_manifest_run"]], 2, "missing manifest.csv", {}),
+    ("evaluate-data-moved", lambda c: ["evaluate", c.files["moved_run"]], 2, "has the data moved", {}),
+    ("prepare-kaggle-download-all-bomb", lambda c: ["prepare", "--data", c.files["nested_bomb"]], 2,
+     "all.zip!train.zip: refused", {}),
     # the command line itself
     ("no-command", lambda c: [], 2, "required", {}),
     ("unknown-command", lambda c: ["trian"], 2, "invalid choice: 'trian'", {}),

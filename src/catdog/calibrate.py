@@ -19,6 +19,7 @@ from scipy.special import expit
 
 from catdog import config as config_lib
 from catdog import data, runs, unknown
+from catdog.errors import DataError
 from catdog.predict import Predictor
 
 
@@ -76,7 +77,11 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
     # Raw logits and detector scores (whichever the model has), whatever model.json says.
     predictor = Predictor(run_dir, meta={})
     scores = predictor.score_paths([str(e.path) for e in val_ex])
+    scores = list(scores)
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
+    if not pairs:
+        first = scores[0].error if scores else "the split is empty"
+        raise DataError(f"{run_dir}: no validation image can be read ({first}); has the data moved from {root}?")
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
     logits = np.array([s.logit for s in scored])
     temperature = fit_temperature(logits, labels)

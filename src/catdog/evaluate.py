@@ -56,6 +56,9 @@ def evaluate(run: str | os.PathLike, split: str = "test", tta: bool = False, bat
     scored = list(predictor.score_paths([str(e.path) for e in examples]))
     seconds = time.perf_counter() - started
     ok = [(e.label, s) for e, s in zip(examples, scored, strict=True) if s.error is None]
+    if not ok:
+        raise DataError(f"{run_dir}: none of the {len(examples)} {split} images can be read (first: "
+                        f"{scored[0].error}); has the data moved from {root}?")
     result = classification_metrics([y for y, _ in ok], [s.logit for _, s in ok], predictor.temperature)
     if predictor.unknown:
         # Every image here is a cat or a dog: each "unknown" is a pet given up.

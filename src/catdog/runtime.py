@@ -134,8 +134,11 @@ class LiteRTRuntime:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        with quiet_stderr():
-            self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
+        try:
+            with quiet_stderr():
+                self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({' '.join(str(error).split())[:200]})") from None
         runner = self.interpreter.get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         del runner  # it holds views into the interpreter, which would forbid resizing it
