@@ -90,9 +90,14 @@ def make_dataset(
         def epoch_of(epoch):
             seed = tf.constant(cfg.seed, tf.int64) * 1_000_003 + epoch
             shuffled = decoded.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
-            return shuffled.batch(cfg.batch_size, drop_remainder=full_batches)
+            batches = shuffled.batch(cfg.batch_size, drop_remainder=full_batches)
+            return batches.enumerate().map(lambda step, xy: ((epoch, step), xy))
 
         ds = tf.data.Dataset.range(*epochs).flat_map(epoch_of)
+        ds = ds.map(lambda at, xy: (at, (tf.cast(xy[0], tf.float32), xy[1])), num_parallel_calls=tf.data.AUTOTUNE)
+        if cfg.augment:
+            ds = ds.map(_seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
+        return ds.map(lambda at, xy: xy).prefetch(tf.data.AUTOTUNE)
     else:
         if training:
             ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
@@ -103,6 +108,22 @@ def make_dataset(
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     # Prefetch so decoding and augmentation of the next batch overlap the current step.
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _seeded_augmentation(augment: keras.Sequential):
+    """`augment` whose random draws depend only on (epoch, step): each batch first sets every
+    layer's seed state from them, so a resumed run augments as an uninterrupted one would."""
+    states = [layer.generator.state for layer in augment.layers]
+
+    def apply(at, xy):
+        epoch, step = at
+        for i, state in enumerate(states):
+            # Keras draws from [seed, counter]: the layer's own seed, a counter that names the batch.
+            counter = tf.cast(epoch * 1_000_003 + step * 101 + i, state.dtype)
+            state.assign(tf.stack([state[0], counter]))
+        return at, (augment(xy[0], training=True), xy[1])
+
+    return apply
 
 
 def steps_per_epoch(examples: Sequence[Example], cfg: Config) -> int:
