@@ -94,6 +94,9 @@ def ctx(tmp_path_factory) -> Ctx:
     f["busy_run"] = root / "busy" / "started"
     f["busy_run"].mkdir(parents=True)
     (f["busy_run"] / "state.json").write_text('{"status": "interrupted", "epochs_done": 2}')
+    f["live_run"] = root / "live"
+    shutil.copytree(f["no_model_run"], f["live_run"])
+    (f["live_run"] / "state.json").write_text('{"status": "running", "pid": 1, "epochs_done": 1}')  # pid 1 lives
     f["empty_jpg"] = root / "empty.jpg"
     f["empty_jpg"].write_bytes(b"")
     f["dir_jpg"] = root / "folder.jpg"  # a folder named like a file: unreadable as one, even by root
@@ -165,6 +168,7 @@ CASES = [
     ("resume-missing-pieces", lambda c: ["train", "--resume", c.files["no_config_run"]], 2,
      "no-config: not a run folder, missing config.json", {}),
     ("resume-finished", lambda c: ["train", "--resume", c.run], 2, "has finished", {}),
+    ("resume-while-running", lambda c: ["train", "--resume", c.files["live_run"]], 2, "is being trained by process 1", {}),
     # data
     ("data-missing", lambda c: T(c, "--data", c.root / "missing.zip", data=False), 2, "missing.zip", {}),
     ("data-empty-folder", lambda c: T(c, "--data", c.files["empty_dir"], data=False), 2, "no usable", {}),

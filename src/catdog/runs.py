@@ -54,6 +54,13 @@ def _alive(pid) -> bool:
     return True
 
 
+def check_not_running(run_dir: Path, state: dict) -> None:
+    """Refuses a folder another live process is training (its pid in state.json)."""
+    pid = state.get("pid")
+    if state.get("status") == "running" and pid != os.getpid() and _alive(pid):
+        raise DataError(f"run folder {run_dir} is being trained by process {pid}: wait for it, or stop it first")
+
+
 def claim(run_dir: Path) -> None:
     """Makes sure `run_dir` can be created: absent, or a run that kept nothing (then removed).
 
@@ -67,8 +74,7 @@ def claim(run_dir: Path) -> None:
     status = state.get("status")
     if status == "finished" or (not state and (run_dir / "model.json").exists()):
         raise DataError(f"run folder {run_dir} holds a finished run: pick another name=")
-    if status == "running" and _alive(state.get("pid")) and state.get("pid") != os.getpid():
-        raise DataError(f"run folder {run_dir} is being trained by process {state['pid']}: pick another name=")
+    check_not_running(run_dir, state)
     if has_progress(run_dir, state):
         done = state.get("epochs_done", 0)
         raise DataError(f"run folder {run_dir} exists with {done} finished epoch(s) ({status or 'no status'}): "

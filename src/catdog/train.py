@@ -223,6 +223,7 @@ def _reopen(resume: str | os.PathLike) -> tuple[Path, Config, dict, tuple]:
     state = runs.read_state(run_dir)
     if state.get("status") == "finished":
         raise DataError(f"{run_dir}: this run has finished; nothing to resume")
+    runs.check_not_running(run_dir, state)
     cfg = config_lib.load(run_dir / "config.json")
     root = json.loads((run_dir / "data.json").read_text())["root"]
     splits = tuple(data.load_split(run_dir / "manifest.csv", root, split, cfg.max_images, cfg.seed)
