@@ -72,7 +72,8 @@ def _copy(zf: zipfile.ZipFile, member: zipfile.ZipInfo, out_path: Path, label: s
         while chunk := src.read(_CHUNK):
             written += len(chunk)
             if written > member.file_size:
-                raise ArchiveError(f"{label}: refused, {member.filename} runs past its declared {member.file_size} bytes")
+                raise ArchiveError(f"{label}: refused, {member.filename} runs past its declared "
+                                   f"{member.file_size} bytes")
             if written > budget or _too_inflated(written, member.compress_size):
                 raise ArchiveError(f"{label}: refused, {member.filename} expands past its limit (a zip bomb?)")
             out.write(chunk)

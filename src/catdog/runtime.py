@@ -138,7 +138,8 @@ class LiteRTRuntime:
             with quiet_stderr():
                 self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
         except (ValueError, RuntimeError) as error:
-            raise ModelError(f"{self.path}: not a loadable TFLite model ({' '.join(str(error).split())[:200]})") from None
+            reason = " ".join(str(error).split())[:200]
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({reason})") from None
         runner = self.interpreter.get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         del runner  # it holds views into the interpreter, which would forbid resizing it

@@ -18,7 +18,6 @@ the top of the backbone is fine-tuned with a low learning rate.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -32,6 +31,7 @@ import numpy as np
 
 from catdog import config as config_lib
 from catdog import console, data, runs
+from catdog import resume as resume_lib
 from catdog import model as model_lib
 from catdog.calibrate import calibrate
 from catdog.config import Config
@@ -79,74 +79,16 @@ def _fit_head(model: keras.Model, cfg: Config, train_ex, val_ex) -> float:
     return float(min(history.history["val_loss"]))
 
 
-class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that starts from the validation losses of the epochs a resumed run kept."""
-
-    def __init__(self, past_losses: list[float], **kwargs):
-        super().__init__(**kwargs)
-        self.past_losses = past_losses
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for epoch, loss in enumerate(self.past_losses):  # replayed as on_epoch_end saw them
-            self.wait += 1
-            if self.best is None or loss < self.best:
-                self.best, self.best_epoch, self.wait = loss, epoch, 0
-
-
-class _SeedBackup(keras.callbacks.Callback):
-    """Keeps the layers' random seed states (Dropout's) beside BackupAndRestore's weights and
-    optimizer, which leave them out; a resumed run then draws the same dropout masks."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.path = path
-
-    def _states(self):
-        return [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
-
-    def on_train_begin(self, logs=None):
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            if saved["epoch"] == self.model._initial_epoch:  # the epoch the weights were restored at
-                for variable, value in zip(self._states(), saved["states"], strict=True):
-                    variable.assign(np.asarray(value, dtype=variable.dtype))
-
-    def on_epoch_end(self, epoch, logs=None):
-        states = [np.asarray(v.numpy()).tolist() for v in self._states()]
-        self.path.write_text(json.dumps({"epoch": epoch + 1, "states": states}))
-
-
-def _history_rows(run_dir: Path, before: int) -> list[dict]:
-    """history.csv cut to the epochs before `before` (an interrupted epoch is redone, not doubled)."""
-    path = run_dir / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows, fields = [r for r in reader if int(r["epoch"]) < before], reader.fieldnames
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
-
-
-def _backed_up_epoch(backup: Path) -> int:
-    meta = backup / "training_metadata.json"
-    return int(json.loads(meta.read_text())["epoch"]) if meta.exists() else 0
-
-
 def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex, extra=()) -> None:
     """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
     backup = run_dir / "backup"
-    start = _backed_up_epoch(backup)
+    start = resume_lib.backed_up_epoch(backup)
     steps = steps_per_epoch(train_ex, cfg)
     train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
                             epochs=(start, cfg.epochs))
     val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
     _compile(model, cfg, cfg.learning_rate, steps, cfg.epochs)
-    past = [float(r["val_loss"]) for r in _history_rows(run_dir, start)]
+    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir, start)]
     best = min(past + [state.get("head_val_loss", np.inf)])
 
     def epoch_done(epoch, logs):
@@ -158,10 +100,10 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
         keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
                                         initial_value_threshold=best if np.isfinite(best) else None),
-        _ResumedEarlyStopping(past, patience=cfg.patience),
+        resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
         # Weights, optimizer (so the schedule's step) and the epoch; restored by fit itself.
         keras.callbacks.BackupAndRestore(backup),
-        _SeedBackup(backup / "seeds.json"),
+        resume_lib.SeedBackup(backup / "seeds.json"),
         keras.callbacks.TensorBoard(run_dir / "tensorboard"),
         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
         *extra,
