@@ -40,7 +40,8 @@ def test_prepare_train_evaluate_predict(tmp_path, zipped_tree):
     out = catdog("train", "--preset", "tiny", "--data", zipped_tree, f"runs_dir={tmp_path / 'runs'}", "name=cli")
     assert out.returncode == 0, out.stderr
     run_dir = tmp_path / "runs" / "cli"
-    assert out.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert out.stdout.splitlines() == [str(run_dir)]  # stdout: the result only; Keras's epoch lines on stderr
+    assert "val_loss" in out.stderr  # not a terminal: a line per epoch, no bar
 
     out = catdog("evaluate", run_dir)
     assert out.returncode == 0, out.stderr
