@@ -228,6 +228,11 @@ CASES = [
     ("evaluate-data-moved", lambda c: ["evaluate", c.files["moved_run"]], 2, "has the data moved", {}),
     ("prepare-kaggle-download-all-bomb", lambda c: ["prepare", "--data", c.files["nested_bomb"]], 2,
      "all.zip!train.zip: refused", {}),
+    ("export-missing-run", lambda c: ["export", c.root / "gone", "--format", "tflite"], 2, "gone", {}),
+    ("serve-corrupt-model", lambda c: ["serve", "--model", c.files["corrupt_keras"]], 2, "corrupt.keras", {}),
+    ("serve-bad-port", lambda c: ["serve", "--port", "70000"], 2, "--port: expected 0 to 65535", {}),
+    ("serve-bad-limit", lambda c: ["serve", "--max-files", "0"], 2, "max_files must be positive", {}),
+    ("launch-no-workers", lambda c: ["launch", "--workers", "0", "--", "train"], 2, "--workers", {}),
     # the command line itself
     ("no-command", lambda c: [], 2, "required", {}),
     ("unknown-command", lambda c: ["trian"], 2, "invalid choice: 'trian'", {}),
@@ -297,6 +302,12 @@ def test_train_config_reruns_a_run_under_a_new_name(ctx, capsys):
     cfg = config.resolve_file(ctx.run / "config.json", ["epochs=2"])
     assert cfg.name == "" and cfg.epochs == 2 and cfg.image_size == 32
     assert config.resolve_file(ctx.run / "config.json", ["name=again"]).name == "again"
+
+
+def test_config_from_a_run_folder(ctx, capsys):
+    assert cli.main(["config", "--config", ctx.run / "config.json", "epochs=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "epochs=2" in [line.split()[0] for line in lines] and "name=" in [line.split()[0] for line in lines]
 
 
 def test_help_lists_exit_codes_and_presets(capsys):

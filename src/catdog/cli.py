@@ -230,6 +230,8 @@ def _predict(args) -> int:
 def _serve(args) -> int:
     from catdog.serving import serve
 
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: expected 0 to 65535, got {args.port}")
     key = {"api_key": args.api_key} if args.api_key else {}  # else serve() reads $CATDOG_API_KEY
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files, timeout_s=args.timeout,
