@@ -280,6 +280,21 @@ def test_a_bug_is_exit_70_with_a_hint(ctx, capsys, monkeypatch):
     assert "\n" not in err and "ZeroDivisionError" in err and "--debug" in err
 
 
+def test_a_run_that_fails_says_so_and_how_to_resume(ctx, capsys, monkeypatch):
+    from catdog import train as train_lib
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_lib, "calibrate", broken)
+    assert cli.main([str(a) for a in T(ctx, "name=full", "--quiet")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "No space left on device" in err and f"--resume {ctx.runs / 'full'}" in err
+    state = json.loads((ctx.runs / "full" / "state.json").read_text())
+    assert state["status"] == "failed" and "No space left" in state["error"] and state["epochs_done"] == 1
+    shutil.rmtree(ctx.runs / "full")
+
+
 def test_train_with_a_same_name_after_a_failed_start_works(ctx, capsys):
     """The issue's first report: a bad model name used to leave runs/x behind, refusing the fixed command."""
     assert cli.main([str(a) for a in T(ctx, "model=ResNet9000", "name=x")]) == 2

@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         code, text = _one_line(error)
+        text = "; ".join([str(text), *getattr(error, "__notes__", ())])  # e.g. how to resume a failed run
         with contextlib.suppress(OSError):
             sys.stdout.flush()
         print(f"catdog: {' '.join(str(text).split())}", file=sys.stderr, flush=True)

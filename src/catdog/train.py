@@ -201,6 +201,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
                           f"continue with: catdog train --resume {run_dir}") from None
     except BaseException as error:
         save_state(status="failed", error=f"{type(error).__name__}: {error}"[:500])
+        error.add_note(f"{run_dir} keeps {state['epochs_done']} finished epoch(s): catdog train --resume {run_dir}")
         raise
     save_state(status="finished")
     return run_dir
