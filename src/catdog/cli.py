@@ -31,7 +31,7 @@ import os
 import sys
 import traceback
 
-from catdog import config
+from catdog import config, console
 from catdog.errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, ConfigError, DataError,
                            InputsFailed, UsageError)
 
@@ -163,7 +163,9 @@ def _evaluate(args) -> int:
     runs.check_run(args.run)
     kw = _settings(args.settings, ("batch_size",), batch_size=args.batch_size)
     evaluate = _heavy("catdog.evaluate")
-    print(evaluate.format_table(evaluate.evaluate(args.run, args.split, tta=args.tta, **kw)))
+    with console.progress_to_stderr():
+        result = evaluate.evaluate(args.run, args.split, tta=args.tta, **kw)
+    print(evaluate.format_table(result))
     return 0
 
 
@@ -172,7 +174,10 @@ def _calibrate(args) -> int:
 
     runs.check_run(args.run)
     kw = _settings(args.settings, ("unknown_budget",), unknown_budget=args.unknown_budget)
-    print(json.dumps(_heavy("catdog.calibrate").calibrate(args.run, **kw), indent=2))
+    calibrate = _heavy("catdog.calibrate")
+    with console.progress_to_stderr():
+        meta = calibrate.calibrate(args.run, **kw)
+    print(json.dumps(meta, indent=2))
     return 0
 
 
@@ -189,7 +194,6 @@ def _check_output_file(path: str | None, flag: str) -> None:
 def _predict(args) -> int:
     from tqdm import tqdm
 
-    from catdog import console
     from catdog.predict import Predictor, expand_paths
 
     batch_size = config.parse_value("batch_size", args.batch_size)
@@ -241,8 +245,9 @@ def _serve(args) -> int:
 
 def _export(args) -> int:
     export = _heavy("catdog.export")
-    print(export.summary(export.export(args.run, args.format, out=args.out, data=args.data,
-                                       check_images=args.check_images)))
+    with console.progress_to_stderr():  # Keras's model.export prints what it saved on stdout
+        written = export.export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)
+    print(export.summary(written))
     return 0
 
 
@@ -419,7 +424,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("CATDOG_DEBUG", "") not in ("", "0") or "--debug" in argv
     try:
         args = _parse(build_parser(), argv)
-        from catdog import console
         from catdog.runtime import set_verbose
 
         set_verbose(getattr(args, "verbose", False))  # native log lines: held back unless --verbose
