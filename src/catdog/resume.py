@@ -1,14 +1,16 @@
-"""What a resumed run needs back beyond Keras's BackupAndRestore (weights, optimizer, epoch).
+"""What a resumed run needs back: the training state of its last finished epoch.
 
-Early stopping's best and wait (replayed from history.csv), the layers' random seed states
-(Dropout's), and the epoch the backup holds. The data order and augmentation's draws need
-nothing here: `pipeline.make_dataset(..., epochs=)` derives both from the seed and the epoch.
+Weights, optimizer (with the learning-rate schedule's step) and the layers' random seed states
+(`EpochBackup`), early stopping's best and wait (replayed from history.csv). The data order and
+augmentation's draws need nothing here: `pipeline.make_dataset(..., epochs=)` derives both
+from the seed, the epoch and the step.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -30,27 +32,53 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
                 self.best, self.best_epoch, self.wait = loss, epoch, 0
 
 
-class SeedBackup(keras.callbacks.Callback):
-    """Keeps the layers' random seed states (Dropout's) beside BackupAndRestore's weights and
-    optimizer, which leave them out; a resumed run then draws the same dropout masks."""
+class EpochBackup(keras.callbacks.Callback):
+    """After every epoch, the training state: weights and optimizer (so the schedule's step),
+    the layers' random seed states (Dropout's) and the epoch; restored when training begins.
 
-    def __init__(self, path: Path):
+    Keras's BackupAndRestore leaves the seed states out and writes its files in place, so a
+    kill -9 mid-write leaves a backup that cannot be read. Here each epoch's weights go to a
+    file of their own, renamed into place, and `backup.json` (renamed into place too) names
+    the complete one: a kill at any moment leaves the previous backup whole.
+    """
+
+    def __init__(self, folder: Path):
         super().__init__()
-        self.path = path
+        self.folder = Path(folder)
 
-    def _states(self):
+    def _seed_states(self):
         return [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
     def on_train_begin(self, logs=None):
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            if saved["epoch"] == self.model._initial_epoch:  # the epoch the weights were restored at
-                for variable, value in zip(self._states(), saved["states"], strict=True):
-                    variable.assign(np.asarray(value, dtype=variable.dtype))
+        saved = read_backup(self.folder)
+        if not saved:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.folder / saved["weights"])
+        for variable, value in zip(self._seed_states(), saved["seeds"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        self.model._initial_epoch = saved["epoch"]  # as BackupAndRestore does: fit starts there
 
     def on_epoch_end(self, epoch, logs=None):
-        states = [np.asarray(v.numpy()).tolist() for v in self._states()]
-        self.path.write_text(json.dumps({"epoch": epoch + 1, "states": states}))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        partial = self.folder / f"partial-{name}"
+        self.model.save_weights(partial)
+        os.replace(partial, self.folder / name)
+        seeds = [np.asarray(v.numpy()).tolist() for v in self._seed_states()]
+        state = self.folder / "backup.json"
+        state.with_suffix(".partial").write_text(json.dumps({"epoch": epoch + 1, "weights": name, "seeds": seeds}))
+        os.replace(state.with_suffix(".partial"), state)
+        for old in self.folder.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+
+def read_backup(folder: Path) -> dict:
+    """The last complete backup's {"epoch", "weights", "seeds"}, or {} when there is none."""
+    path = Path(folder) / "backup.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def history_rows(run_dir: Path, before: int) -> list[dict]:
@@ -66,8 +94,3 @@ def history_rows(run_dir: Path, before: int) -> list[dict]:
         writer.writeheader()
         writer.writerows(rows)
     return rows
-
-
-def backed_up_epoch(backup: Path) -> int:
-    meta = backup / "training_metadata.json"
-    return int(json.loads(meta.read_text())["epoch"]) if meta.exists() else 0

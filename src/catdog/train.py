@@ -82,7 +82,7 @@ def _fit_head(model: keras.Model, cfg: Config, train_ex, val_ex) -> float:
 def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex, extra=()) -> None:
     """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
     backup = run_dir / "backup"
-    start = resume_lib.backed_up_epoch(backup)
+    start = resume_lib.read_backup(backup).get("epoch", 0)
     steps = steps_per_epoch(train_ex, cfg)
     train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
                             epochs=(start, cfg.epochs))
@@ -101,9 +101,7 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
                                         initial_value_threshold=best if np.isfinite(best) else None),
         resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
-        # Weights, optimizer (so the schedule's step) and the epoch; restored by fit itself.
-        keras.callbacks.BackupAndRestore(backup),
-        resume_lib.SeedBackup(backup / "seeds.json"),
+        resume_lib.EpochBackup(backup),  # restores the last finished epoch's state when fit begins
         keras.callbacks.TensorBoard(run_dir / "tensorboard"),
         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
         *extra,
@@ -223,6 +221,7 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
             _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
             save_state(images_done=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
         for cache in run_dir.glob("cache-*"):
             cache.unlink()
         calibrate(run_dir)
