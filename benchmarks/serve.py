@@ -1,6 +1,6 @@
 """`catdog serve` under load: requests/s, latency and batch sizes at 1, 4 and 16 concurrent clients.
 
-    python benchmarks/serve.py [--model runs/NAME] [--requests 2000] [--clients 1 4 16]
+    python benchmarks/serve.py [--model runs/NAME] [--runtime auto] [--requests 2000] [--clients 1 4 16]
 
 The server runs in a subprocess on 127.0.0.1 (`catdog serve`, as a user starts it); clients
 post one JPEG each (multipart) with httpx. In the same run, as references on the same
@@ -50,11 +50,11 @@ def sample_images(folder: Path, n: int, source: Path) -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
-def references(model: str | None, paths: list[Path]) -> dict:
+def references(model: str | None, runtime: str, paths: list[Path]) -> dict:
     """Batched images/s over the files, and a warm single-image latency from bytes (decode included)."""
     from catdog.predict import Predictor, Scored
 
-    predictor = Predictor(model)
+    predictor = Predictor(model, runtime=runtime)
     many = [str(p) for p in paths] * max(1, 256 // len(paths))
     list(predictor.score_paths(many[:64]))  # trace and warm up
     started = time.perf_counter()
@@ -71,8 +71,9 @@ def references(model: str | None, paths: list[Path]) -> dict:
                 single_image_ms=round(1000 * float(np.median(latencies[5:])), 1))
 
 
-def start_server(model: str | None, port: int, queue_size: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), "--queue-size", str(queue_size)]
+def start_server(model: str | None, runtime: str, port: int, queue_size: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), "--queue-size", str(queue_size),
+               "--runtime", runtime]
     server = subprocess.Popen(command + (["--model", model] if model else []), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -151,6 +152,7 @@ def verdicts(rows: list[dict], ref: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="run folder or .keras (default: the shipped model)")
+    parser.add_argument("--runtime", default="auto", help="for the server and the references alike")
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--images", type=int, default=64, help="distinct JPEGs the clients cycle through")
@@ -161,14 +163,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = sample_images(Path(tmp), args.images, Path(args.data))
         print(f"references on {len(paths)} JPEGs ...", flush=True)
-        ref = references(args.model, paths)
+        ref = references(args.model, args.runtime, paths)
         print(f"  batched Predictor.score_paths: {ref['batched_images_per_second']} images/s; "
               f"single image: {ref['single_image_ms']} ms", flush=True)
         datas = [p.read_bytes() for p in paths]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = start_server(args.model, port, queue_size=4 * max(args.clients))
+    server = start_server(args.model, args.runtime, port, queue_size=4 * max(args.clients))
     try:
         rows = run_levels(f"http://127.0.0.1:{port}", datas, args.clients, args.requests)
     finally:
@@ -176,7 +178,7 @@ def main() -> None:
         server.wait(60)
     result = dict(machine=dict(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
                                load_average=os.getloadavg()),
-                  reference=ref, rows=rows, verdicts=verdicts(rows, ref))
+                  runtime=args.runtime, reference=ref, rows=rows, verdicts=verdicts(rows, ref))
     print(f"\n{'clients':>7}  {'req/s':>6}  {'p50 ms':>6}  {'p99 ms':>6}  {'errors':>6}  batch sizes formed")
     for row in rows:
         sizes = ", ".join(f"{k}x{v}" for k, v in row["batch_sizes"].items())

@@ -233,6 +233,13 @@ CASES = [
     ("serve-bad-port", lambda c: ["serve", "--port", "70000"], 2, "--port: expected 0 to 65535", {}),
     ("serve-bad-limit", lambda c: ["serve", "--max-files", "0"], 2, "max_files must be positive", {}),
     ("launch-no-workers", lambda c: ["launch", "--workers", "0", "--", "train"], 2, "--workers", {}),
+    ("augment-preview-non-image", lambda c: ["augment-preview", c.files["notes"], "--out", c.root / "x.png"], 2,
+     "notes.txt: not a recognised image", {}),
+    ("augment-preview-bad-key", lambda c: ["augment-preview", c.image, "--out", c.root / "x.png", "zom=0.3"], 2,
+     "'zom' (did you mean zoom?)", {}),
+    ("report-not-a-run", lambda c: ["report", c.files["empty_dir"]], 2, "empty", {}),
+    ("evaluate-model-and-run", lambda c: ["evaluate", c.run, "--model", c.run, "--data", c.data], 2,
+     "give the model once", {}),
     # the command line itself
     ("no-command", lambda c: [], 2, "required", {}),
     ("unknown-command", lambda c: ["trian"], 2, "invalid choice: 'trian'", {}),

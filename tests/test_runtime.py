@@ -45,7 +45,7 @@ def test_resolve(exported):
 
 def test_litert_batches_of_any_size_match_one_by_one(exported):
     lite = runtime.load_runtime(exported, "tflite")
-    assert isinstance(lite, runtime.LiteRTRuntime) and lite.image_size == SIZE
+    assert isinstance(lite, runtime.LiteRTRuntime) and lite.image_size == SIZE and lite.name == "tflite"
     pixels = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
     batched = lite.run(pixels)
     for i in range(5):
@@ -58,6 +58,7 @@ def test_litert_batches_of_any_size_match_one_by_one(exported):
 
 def test_keras_runtime_can_skip_the_detector(exported):
     full = runtime.load_runtime(exported, "keras")
+    assert full.name == "keras"
     logit_only = runtime.load_runtime(exported, "keras", detector=False)
     pixels = np.zeros((2, SIZE, SIZE, 3), np.uint8)
     assert set(full.run(pixels)) == {"logit", "p_pet", "pet_energy"}
@@ -103,3 +104,15 @@ def test_shipped_model_exports_in_the_package_or_catdog_home(exported, tmp_path,
     assert runtime.resolve(None, "auto") == runtime.resolve(None, "tflite") == cached
     shutil.copy(exported / "model_float.tflite", shipped.parent / "model_float.tflite")
     assert runtime.resolve(None, "tflite") == shipped.parent / "model_float.tflite"  # shipped beats cached
+
+
+def test_the_package_ships_a_checked_litert_export():
+    """`catdog predict` with no --model runs LiteRT float32 out of the box (scripts/ship_model.py)."""
+    import json
+
+    assert runtime.resolve(None, "auto") == runtime.SHIPPED_MODEL.parent / "model_float.tflite"
+    meta = json.loads(runtime.SHIPPED_MODEL.with_name("model_float.json").read_text())
+    keras_meta = json.loads(runtime.SHIPPED_MODEL.with_suffix(".json").read_text())
+    assert meta["parity"]["passed"] and meta["parity"]["images"] >= 2000
+    assert meta["temperature"] == keras_meta["temperature"]  # the same calibration as the Keras model
+    assert meta["unknown_thresholds"] == keras_meta["unknown_thresholds"]

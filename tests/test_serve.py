@@ -256,7 +256,7 @@ def test_cors_off_by_default_on_when_asked(client, predictor):
 def test_info_stats_and_health(client):
     info = client.get("/v1/info").json()
     assert info["image_size"] == 224 and info["version"] == __version__ and info["runtime"] == "keras"
-    assert info["labels"] == ["cat", "dog", "unknown"] and info["explain"] is False
+    assert info["labels"] == ["cat", "dog", "unknown"] and info["explain"] is True
     client.post("/v1/predict", files=files(("a.jpg", jpeg(14)), ("b.jpg", jpeg(15))))
     stats = client.get("/v1/stats").json()
     assert stats["images"] >= 2 and sum(stats["batch_sizes"].values()) == stats["batches"] > 0
@@ -265,10 +265,13 @@ def test_info_stats_and_health(client):
 
 
 def test_explain_501_without_catdog_explain_and_png_with_it(client, predictor, monkeypatch):
-    assert client.post("/v1/explain", files=files(("a.jpg", jpeg(16)))).status_code == 501
+    with monkeypatch.context() as without:
+        without.setitem(sys.modules, "catdog.explain", None)  # an install without the module
+        assert client.get("/v1/info").json()["explain"] is False
+        assert client.post("/v1/explain", files=files(("a.jpg", jpeg(16)))).status_code == 501
     built = []
 
-    class Explainer:  # stands in for catdog.explain (another branch): same constructor and overlay()
+    class Explainer:  # stands in for catdog.explain: same constructor and overlay()
         def __init__(self, model=None, layer=None):
             built.append(model)
 
@@ -283,6 +286,17 @@ def test_explain_501_without_catdog_explain_and_png_with_it(client, predictor, m
         assert Image.open(io.BytesIO(response.content)).size == (512, 341)  # aspect kept, at most 512
     assert built == [predictor.path]  # built once, from the Keras model file
     assert client.post("/v1/explain", content=b"nope", headers={"content-type": "image/png"}).status_code == 415
+
+
+def test_explain_draws_the_real_grad_cam_with_the_keras_model_behind_litert(predictor):
+    with serving(predictor) as fresh:  # its own Service: the one above cached a stand-in Explainer
+        response = fresh.post("/v1/explain", files=files(("a.jpg", jpeg(17, size=(300, 200)))))
+        assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (200, 300)
+    litert = Predictor(runtime="tflite")  # the shipped float export: no gradients, so Grad-CAM uses the .keras
+    assert litert.path.suffix == ".tflite"
+    with serving(litert) as fresh:
+        response = fresh.post("/v1/explain", files=files(("a.jpg", jpeg(18, size=(120, 160)))))
+        assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (160, 120)
 
 
 def test_batcher_batches_what_queued_and_keeps_a_lone_request_unbatched():

@@ -15,12 +15,12 @@ from pathlib import Path
 import keras
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit
 
 from catdog import config as config_lib
 from catdog import data, runs, unknown
 from catdog.errors import DataError
 from catdog.predict import Predictor
+from catdog.reliability import expected_calibration_error, probabilities  # noqa: F401  (also imported from here)
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -36,27 +36,6 @@ def fit_temperature(logits, labels) -> float:
     result = minimize_scalar(lambda log_t: _nll(logits, labels, np.exp(log_t)),
                              bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
-
-
-def probabilities(logits, temperature: float = 1.0) -> np.ndarray:
-    return expit(np.asarray(logits, dtype=np.float64).ravel() / temperature)
-
-
-def expected_calibration_error(p_positive, labels, bins: int = 15) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    p_positive = np.asarray(p_positive, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
-    predicted = p_positive >= 0.5
-    confidence = np.where(predicted, p_positive, 1.0 - p_positive)
-    correct = predicted == (labels == 1)
-    edges = np.linspace(0.5, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
 
 
 def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> dict:

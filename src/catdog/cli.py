@@ -6,9 +6,13 @@
     catdog train --data train.zip [--preset mobilenet | --config runs/X/config.json] [key=value ...]
     catdog train --resume runs/NAME          # continue an interrupted or failed run
     catdog evaluate runs/NAME [--tta] [batch_size=64]   # test-split metrics, table + JSON
+    catdog evaluate [--model M] --data PATH  # any model on any labelled pictures
     catdog calibrate runs/NAME [unknown_budget=0.01]    # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
+                   [--explain DIR]           # + a Grad-CAM overlay PNG per image
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
+    catdog report runs/NAME|EVAL_DIR [--out DIR]   # report.html: curves, errors, calibration, Grad-CAM
+    catdog augment-preview photo.jpg [--preset P] [key=value ...]   # what training augmentation does
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
     catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
     catdog export [RUN] --format savedmodel|tflite|tflite-int8 [--data train.zip]
@@ -158,13 +162,28 @@ def _merge(args) -> int:
 
 
 def _evaluate(args) -> int:
+    if args.run and "=" in args.run and not os.path.exists(args.run):  # `evaluate --data X batch_size=8`
+        args.settings, args.run = [args.run, *args.settings], None
+    kw = _settings(args.settings, ("batch_size",), batch_size=args.batch_size)
+    if args.data:
+        if args.run and args.model:
+            raise UsageError("give the model once: RUN or --model, not both")
+        evaluate = _heavy("catdog.evaluate")
+        with console.progress_to_stderr():
+            result = evaluate.evaluate_data(args.data, args.model or args.run, args.split, args.out, tta=args.tta, **kw)
+        print(evaluate.format_table(result))
+        print(f"-> {result['out']} (metrics.json, predictions.csv; `catdog report {result['out']}`)")
+        return 0
+    if not args.run or args.model or args.out:
+        raise UsageError("evaluate RUN scores a run on its own split; --model and --out go with --data PATH")
+    if args.split == "all":
+        raise UsageError("--split all needs --data PATH")
     from catdog import runs
 
     runs.check_run(args.run)
-    kw = _settings(args.settings, ("batch_size",), batch_size=args.batch_size)
     evaluate = _heavy("catdog.evaluate")
     with console.progress_to_stderr():
-        result = evaluate.evaluate(args.run, args.split, tta=args.tta, **kw)
+        result = evaluate.evaluate(args.run, args.split or "test", tta=args.tta, **kw)
     print(evaluate.format_table(result))
     return 0
 
@@ -213,8 +232,11 @@ def _predict(args) -> int:
         fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
+    explain = _overlay_writer(predictor, args.explain) if args.explain else None
     for record in predictor.predict_paths(paths):
         progress.update()
+        if explain and "error" not in record:
+            explain(record["path"])
         failed += "error" in record
         rows.append(record)
         if writer:
@@ -228,6 +250,52 @@ def _predict(args) -> int:
     if failed:
         first = next(r["error"] for r in rows if "error" in r)
         raise InputsFailed(f"{failed} of {len(rows)} file(s) could not be read (first: {first})")
+    return 0
+
+
+def _overlay_writer(predictor, folder: str):
+    """A function saving a Grad-CAM overlay PNG of each path into `folder` (names made unique)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from catdog.explain import Explainer, save_overlay
+    from catdog.images import load_image
+    from catdog.runtime import keras_source
+
+    explainer = Explainer(keras_source(predictor.path))  # LiteRT gives no gradients: its Keras model
+    used: set[str] = set()
+
+    def write(path: str) -> None:
+        image = Image.fromarray(load_image(path))
+        image.thumbnail((768, 768))  # enough to see where it looked; a 12 MP overlay helps nobody
+        stem, n = Path(path).stem, 1
+        name = f"{stem}.png"
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        save_overlay(Path(folder) / name, explainer.overlay(np.asarray(image)))
+
+    return write
+
+
+def _report(args) -> int:
+    from catdog.report import report
+
+    print(report(args.path, out=args.out))
+    return 0
+
+
+def _augment_preview(args) -> int:
+    from pathlib import Path
+
+    from catdog.plots import augmentation_preview
+
+    cfg = config.resolve(args.preset, args.overrides)
+    out = args.out or f"{Path(args.image).stem}-augmented.png"
+    print(augmentation_preview(args.image, cfg, out, count=args.count, seed=args.seed))
     return 0
 
 
@@ -327,10 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=_launch)
 
-    p = command("evaluate", help="metrics of a run on its test split")
-    p.add_argument("run", help="run folder")
+    p = command("evaluate", help="metrics of a run on its test split, or of any model on labelled pictures",
+                description="catdog evaluate RUN (its test split) | catdog evaluate [--model M] --data PATH")
+    p.add_argument("run", nargs="?", help="run folder")
     p.add_argument("settings", help="batch_size=64", **settings)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--model", help="with --data: run folder or .keras file (default: the shipped model)")
+    p.add_argument("--data", help="labelled pictures, zip or folder in any layout `prepare` accepts: scored "
+                                  "whole, or on the model's own test split when they are its training data")
+    p.add_argument("--split", choices=["train", "val", "test", "all"],
+                   help="which split to score (default: test; with --data, test of the model's own data, else all)")
+    p.add_argument("--out", help="with --data: folder for metrics.json and predictions.csv "
+                                 "(default: evaluations/MODEL-on-DATA-SPLIT)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--batch-size", metavar="N", help="same as batch_size=N")
     p.set_defaults(func=_evaluate, rest="settings")
@@ -354,7 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", default="64", metavar="N")
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
+    p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
     p.set_defaults(func=_predict, rest="paths")
+
+    p = command("report", help="HTML report with plots of a run or an evaluation (self-contained)")
+    p.add_argument("path", metavar="RUN_OR_EVAL_DIR",
+                   help="run folder (its test split, scored if not yet) or a folder from `evaluate --data`")
+    p.add_argument("--out", help="folder for report.html and its PNGs (default: PATH/report)")
+    p.set_defaults(func=_report)
+
+    p = command("augment-preview", help="a grid of one picture under the training augmentation")
+    p.add_argument("image")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. zoom=0.3")
+    p.add_argument("--preset", default="scratch", help=f"{presets} (default scratch)")
+    p.add_argument("--out", help="PNG to write (default: IMAGE-augmented.png in the current folder)")
+    p.add_argument("--count", type=int, default=11, help="augmented draws beside the original")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_augment_preview, rest="overrides")
 
     p = command("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
@@ -364,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--runtime", default="keras", help="model runtime: keras (default), tflite, tflite-int8")
+    p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
+                   help="as for predict: auto (default) runs LiteRT float32 where the model has that export")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (default: $CATDOG_API_KEY)")
     p.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted, in MiB")
     p.add_argument("--max-files", type=int, default=16, help="most images in one request")
@@ -408,6 +500,10 @@ def _one_line(error: BaseException) -> tuple[int, str]:
         return EXIT_INTERRUPTED, "interrupted"
     if isinstance(error, CatdogError):
         return error.exit_code, str(error)
+    from catdog.images import ImageError
+
+    if isinstance(error, ImageError):  # one picture asked for by name (augment-preview, explain)
+        return EXIT_USAGE, str(error)
     if isinstance(error, _PATH_ERRORS):
         text = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
         return EXIT_USAGE, text

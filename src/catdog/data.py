@@ -192,10 +192,10 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
 
 
 def load_split(manifest: Path, root: Path, split: str, max_images: int = 0, seed: int = 0) -> list[Example]:
-    """The examples of one split, in manifest order; `max_images` > 0 takes a seeded sample."""
+    """The examples of one split ("all": every row), in manifest order; `max_images` > 0 takes a seeded sample."""
     with open(manifest, newline="") as f:
         examples = [Example(Path(root) / r["path"], CLASS_NAMES.index(r["label"]), r["split"])
-                    for r in csv.DictReader(f) if r["split"] == split]
+                    for r in csv.DictReader(f) if split in ("all", r["split"])]
     if max_images and len(examples) > max_images:
         # A seeded sample, not the first N: the manifest is sorted, so its head is all cats.
         picks = np.random.default_rng(seed).choice(len(examples), max_images, replace=False)

@@ -56,7 +56,7 @@ def export(model: str | os.PathLike | None = None, fmt: str = "tflite", out: str
     _write(reference, fmt, out, [path for path, _ in representative])
     meta_path = out.with_suffix(".json")
     meta = {**reference.meta, "image_size": reference.image_size, "output_names": reference.runtime.output_names,
-            "export": dict(format=fmt, file=out.name, bytes=_size(out), source=str(reference.path),
+            "export": dict(format=fmt, file=out.name, bytes=_size(out), source=_source(reference.path, out),
                            representative_images=len(representative))}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")  # the export's own calibration, read by Predictor
     meta["parity"] = parity.check(reference, out, fmt, labelled)
@@ -74,6 +74,11 @@ def _default_out(model, keras_path: Path, fmt: str) -> Path:
     for the shipped model (the package folder may be read-only)."""
     name = runtime_lib.EXPORT_FILES[fmt]
     return runtime_lib.exports_home() / name if keras_path == runtime_lib.SHIPPED_MODEL else keras_path.parent / name
+
+
+def _source(model: Path, out: Path) -> str:
+    """The model file, by name where the export sits beside it (as shipped exports do)."""
+    return model.name if model.parent.resolve() == out.parent.resolve() else str(model)
 
 
 def _size(path: Path) -> int:

@@ -34,6 +34,8 @@ def resize_height(model: keras.Model) -> int:
 class KerasRuntime:
     """A `.keras` model behind a traced function; `detector=False` skips the unknown detector's work."""
 
+    name = "keras"
+
     def __init__(self, path: str | os.PathLike, detector: bool = True):
         self.path = Path(path)
         try:
@@ -63,6 +65,8 @@ class KerasRuntime:
 
 class SavedModelRuntime:
     """A `catdog export --format savedmodel` folder, through its `serve` endpoint."""
+
+    name = "savedmodel"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

@@ -3,7 +3,8 @@
     >>> runtime = load_runtime("runs/NAME", "tflite")   # or "keras", "tflite-int8", a .tflite path
     >>> runtime.run(pixels)            # uint8 (N, S, S, 3) -> {"logit": (N,), "p_pet": (N,), ...}
 
-`runtime.image_size` is the side the pixels must have, `runtime.output_names` the outputs.
+`runtime.image_size` is the side the pixels must have, `runtime.output_names` the outputs,
+`runtime.name` what runs them ("keras", "savedmodel", "tflite", "tflite-int8").
 Nothing else in catdog branches on the runtime. The LiteRT path never imports TensorFlow:
 `import ai_edge_litert` takes 0.1 s, TensorFlow about 3 s.
 """
@@ -92,6 +93,23 @@ def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> P
                             f"{runtime}`".replace("  ", " ") + ", or use --runtime keras")
 
 
+def keras_source(path: str | os.PathLike) -> Path:
+    """The `.keras` model an export (`.tflite`, SavedModel folder) was made from; a `.keras` path itself.
+
+    Exports sit beside their model (`catdog export`); the shipped model's may also sit in
+    `exports_home()`. Grad-CAM needs the Keras model: LiteRT gives no gradients.
+    """
+    path = Path(path)
+    if path.suffix == ".keras":
+        return path
+    if path.parent.resolve() in (SHIPPED_MODEL.parent.resolve(), exports_home().resolve()):
+        return SHIPPED_MODEL
+    beside = path.parent / "model.keras"
+    if beside.is_file():
+        return beside
+    raise ModelError(f"{path}: no model.keras beside this export (Grad-CAM needs the Keras model)")
+
+
 def exports_home() -> Path:
     """Where `catdog export` puts the shipped model's exports (the package folder may be read-only)."""
     return Path(os.environ.get("CATDOG_HOME", Path.home() / ".cache" / "catdog")).expanduser() / "exports"
@@ -148,6 +166,8 @@ class LiteRTRuntime:
         (self._input,) = inputs.values()
         self.image_size = int(self._input["shape_signature"][1])
         self.output_names = sorted(outputs)
+        quantized = any(t["dtype"] == np.int8 for t in self.interpreter.get_tensor_details())
+        self.name = "tflite-int8" if quantized else "tflite"  # what `--runtime` would name it
         self._outputs = {name: detail["index"] for name, detail in outputs.items()}
         self._batch = None
 

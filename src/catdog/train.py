@@ -3,6 +3,7 @@
     runs/<name>/
       config.json      the resolved config          manifest.csv   the exact split used
       data.json        source and split counts       history.csv    one row per epoch
+      history_head.csv the head phase's epochs (backbone runs)
       model.keras      best checkpoint (val loss)    model.json     temperature, classes, timing
       tensorboard/     TensorBoard logs              backup/        resume state (while training)
       state.json       running / failed / interrupted / finished, epochs done
@@ -64,7 +65,7 @@ def _compile(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: int, e
     )
 
 
-def _fit_head(model: keras.Model, cfg: Config, train_ex, val_ex) -> float:
+def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) -> float:
     """Fits the head on backbone features computed once; returns the best validation loss."""
     extractor, head = model.get_layer("features"), model.get_layer("head")
     # One pass each, so nothing to cache.
@@ -74,8 +75,10 @@ def _fit_head(model: keras.Model, cfg: Config, train_ex, val_ex) -> float:
     y_train, y_val = (np.array([e.label for e in ex], np.float32) for ex in (train_ex, val_ex))
     _compile(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
     stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
+    # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
+    log = keras.callbacks.CSVLogger(run_dir / "history_head.csv")
     history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
-                       validation_data=(x_val, y_val), callbacks=[stop], verbose=2 if verbose else 0)
+                       validation_data=(x_val, y_val), callbacks=[stop, log], verbose=2 if verbose else 0)
     return float(min(history.history["val_loss"]))
 
 
@@ -213,7 +216,7 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
         model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
     with console.progress_to_stderr():  # Keras prints progress to stdout, which is for results
         if transfer and "head_val_loss" not in state:
-            state["head_val_loss"] = _fit_head(model, cfg, train_ex, val_ex)
+            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
             model.save(run_dir / "model.keras")
             save_state()
         if (not transfer or cfg.fine_tune_layers > 0) and not state.get("images_done"):

@@ -15,14 +15,14 @@ from catdog.serving.app import Settings, create_app
 __all__ = ["Settings", "create_app", "serve"]
 
 
-def load_predictor(model=None, runtime: str = "keras"):
+def load_predictor(model=None, runtime: str = "auto"):
     """The one Predictor the server holds: `model` (default: the shipped one) on `runtime`."""
     from catdog.predict import Predictor
 
     return Predictor(model, runtime=runtime)
 
 
-def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "keras", **settings) -> None:
+def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto", **settings) -> None:
     """Loads the model once, then serves until interrupted; `settings` are `Settings` fields.
 
     `api_key` defaults to $CATDOG_API_KEY. Shutdown is graceful: uvicorn stops accepting,
@@ -32,7 +32,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = 
 
     settings.setdefault("api_key", os.environ.get("CATDOG_API_KEY") or None)
     settings["cors_origins"] = tuple(settings.get("cors_origins") or ())
-    config = Settings(runtime=runtime, **settings)  # a wrong field name fails here, before the model loads
+    config = Settings(**settings)  # a wrong field name fails here, before the model loads
     app = create_app(load_predictor(model, runtime), config)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=30, log_level="info",
                 server_header=False)

@@ -37,7 +37,6 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are given
     max_batch: int = 32  # images per forward pass
     batch_wait_s: float = 0.004  # longest wait for more images, and only when some are already queued
-    runtime: str = "keras"  # reported by /v1/info
 
     def __post_init__(self):
         for name in ("max_upload_bytes", "max_files", "timeout_s", "queue_size", "max_batch"):
@@ -47,7 +46,7 @@ class Settings:
             raise ConfigError(f"serve: batch_wait_s must be >= 0, got {self.batch_wait_s!r}")
 
     def limits(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("api_key", "cors_origins", "runtime")}
+        return {k: v for k, v in asdict(self).items() if k not in ("api_key", "cors_origins")}
 
 
 COUNTED = frozenset({"/v1/predict", "/v1/explain", "/v1/info", "/v1/stats", "/healthz", "/readyz", "/", "/docs"})

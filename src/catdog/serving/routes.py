@@ -75,7 +75,7 @@ async def info(request: Request):
     meta = predictor.meta
     return {"version": __version__, "model": meta.get("model") or Path(predictor.path).name,
             "model_file": Path(predictor.path).name, "image_size": predictor.image_size,
-            "runtime": settings.runtime, "labels": [*meta.get("class_names", ("cat", "dog")), "unknown"],
+            "runtime": predictor.runtime.name, "labels": [*meta.get("class_names", ("cat", "dog")), "unknown"],
             "detector_scores": predictor.detector_scores, "explain": service.explain_available(),
             "auth": bool(settings.api_key), "limits": settings.limits()}
 

@@ -117,8 +117,10 @@ class Service:
         with self._explainer_lock:  # built once, on first use: it holds a second view of the model
             if self._explainer is None:
                 from catdog.explain import Explainer
+                from catdog.runtime import keras_source
 
-                self._explainer = Explainer(self.predictor.path)
+                # Under LiteRT the predictor's path is a .tflite: Grad-CAM needs the Keras model behind it.
+                self._explainer = Explainer(keras_source(self.predictor.path))
             return self._explainer
 
     def _overlay_png(self, upload: Upload) -> bytes:
