@@ -54,7 +54,10 @@ def ctx(tmp_path_factory) -> Ctx:
 
         run = train(config.resolve("tiny", [f"data={data}", f"runs_dir={root / 'done'}", "name=run"]))
     finally:
-        os.environ["CATDOG_HOME"] = saved_home or ""
+        if saved_home is None:
+            os.environ.pop("CATDOG_HOME", None)
+        else:
+            os.environ["CATDOG_HOME"] = saved_home
     (root / "runs").mkdir()
     f = {}
     jpg = (data / "train" / "cat.0.jpg").read_bytes()
