@@ -123,3 +123,34 @@ def test_new_split_settings_do_not_re_extract_the_zip(kaggle_tree, tmp_path):
     archive.write_bytes(archive.read_bytes())  # touched: a new mtime means a new zip
     data.prepare(archive)
     assert marker.exists()
+
+
+def test_kaggle_download_all_zip_is_understood(kaggle_tree, tmp_path):
+    """Kaggle's "Download All": train.zip and test1.zip inside one zip, with sampleSubmission.csv."""
+    train = tmp_path / "train.zip"
+    with zipfile.ZipFile(train, "w") as zf:
+        for path in sorted((kaggle_tree / "train").iterdir()):
+            zf.write(path, f"train/{path.name}")
+    test1 = tmp_path / "test1.zip"
+    with zipfile.ZipFile(test1, "w") as zf:
+        zf.write(kaggle_tree / "train" / "cat.0.jpg", "test1/1.jpg")
+    everything = tmp_path / "dogs-vs-cats.zip"
+    with zipfile.ZipFile(everything, "w") as zf:
+        zf.write(train, "train.zip")
+        zf.write(test1, "test1.zip")
+        zf.writestr("sampleSubmission.csv", "id,label\n1,0.5\n")
+    report = json.loads((data.prepare(everything) / "report.json").read_text())
+    plain = json.loads((data.prepare(train) / "report.json").read_text())
+    assert report["images"] == plain["images"] == 80 and report["counts"] == plain["counts"]
+    assert report["skipped"] == 0  # test1 (no labels) left out, not 'skipped: no label'
+
+
+def test_a_symlink_out_of_the_data_folder_is_skipped_not_read(kaggle_tree, tmp_path):
+    outside = tmp_path / "secret.jpg"
+    shutil.copy(kaggle_tree / "train" / "cat.0.jpg", outside)
+    (kaggle_tree / "train" / "cat.500.jpg").symlink_to(outside)
+    (kaggle_tree / "train" / "cat.501.jpg").symlink_to(kaggle_tree / "train" / "cat.1.jpg")  # inside: fine
+    report = json.loads((data.prepare(kaggle_tree) / "report.json").read_text())
+    assert {"path": "train/cat.500.jpg", "reason": "a symlink out of the data folder"} in report["skipped_files"]
+    assert not any(item["path"] == "train/cat.501.jpg" and "symlink" in item["reason"]
+                   for item in report["skipped_files"])

@@ -6,10 +6,13 @@ import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
 import pytest
 from conftest import write_kaggle_tree
 
 from catdog import config
+from catdog.errors import DataError, Interrupted
 from catdog.evaluate import evaluate
 from catdog.train import train
 
@@ -33,11 +36,65 @@ def test_training_learns_and_writes_a_complete_run_folder(tmp_path):
     assert json.loads((run_dir / "metrics_test.json").read_text())["accuracy"] == metrics["accuracy"]
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path, kaggle_tree):
+def test_a_run_folder_with_epochs_is_not_overwritten(tmp_path, kaggle_tree):
     cfg = config.resolve("tiny", [f"data={kaggle_tree}", f"runs_dir={tmp_path}", "name=same"])
     (tmp_path / "same").mkdir()
-    with pytest.raises(FileExistsError, match="--resume"):
+    (tmp_path / "same" / "state.json").write_text('{"status": "interrupted", "epochs_done": 3}')
+    with pytest.raises(DataError, match="3 finished epoch.*--resume"):
         train(cfg)
+    assert (tmp_path / "same" / "state.json").exists()
+
+
+def test_a_run_folder_that_kept_nothing_is_replaced(tmp_path, kaggle_tree):
+    """The folder a failed start of an older version left (config, data, manifest, no epoch)."""
+    cfg = config.resolve("tiny", [f"data={kaggle_tree}", f"runs_dir={tmp_path}", "name=same"])
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "config.json").write_text("{}")
+    assert train(cfg) == tmp_path / "same"
+    assert json.loads((tmp_path / "same" / "state.json").read_text())["status"] == "finished"
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Ctrl-C at the end of epoch `epoch`, after its backup."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    """Weights, optimizer and schedule step, dropout's random state, early stopping's best and wait,
+    the data order and augmentation's draws all carry over: same epochs, history and weights."""
+    tree = write_kaggle_tree(tmp_path / "data", per_class=30)
+    # At this learning rate validation loss jumps about, so early stopping ends the run early;
+    # the interruption comes after an epoch with no improvement (wait > 0), which a resumed
+    # run must remember to stop where the uninterrupted one did.
+    common = ["max_images=0", "epochs=12", "patience=2", "learning_rate=0.1",
+              f"data={tree}", f"runs_dir={tmp_path / 'runs'}"]
+    straight = train(config.resolve("tiny", common + ["name=straight"]))
+    a = list(csv.DictReader(open(straight / "history.csv")))
+    losses = [float(r["val_loss"]) for r in a]
+    assert len(a) < 12, losses  # stopped early
+    waiting = [k for k in range(1, len(losses) - 1) if losses[k] >= min(losses[:k])]
+    assert waiting, losses
+    stop = waiting[0]
+    with pytest.raises(Interrupted, match=f"keeps {stop + 1} finished epoch.*--resume"):
+        train(config.resolve("tiny", common + ["name=resumed"]), callbacks=[_StopAfter(stop)])
+    resumed = tmp_path / "runs" / "resumed"
+    assert json.loads((resumed / "state.json").read_text())["status"] == "interrupted"
+    train(resume=resumed)
+    assert json.loads((resumed / "state.json").read_text())["status"] == "finished"
+    b = list(csv.DictReader(open(resumed / "history.csv")))
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]  # stopped early at the same epoch
+    for row_a, row_b in zip(a, b):
+        assert float(row_a["val_loss"]) == pytest.approx(float(row_b["val_loss"]), rel=1e-4, abs=1e-5)
+    weights = [keras.saving.load_model(run / "model.keras").get_weights() for run in (straight, resumed)]
+    for wa, wb in zip(*weights, strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
 
 
 def _epochs(run_dir):

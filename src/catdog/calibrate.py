@@ -17,7 +17,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from catdog import config as config_lib
-from catdog import data, unknown
+from catdog import data, runs, unknown
+from catdog.errors import DataError
 from catdog.predict import Predictor
 from catdog.reliability import expected_calibration_error, probabilities  # noqa: F401  (also imported from here)
 
@@ -43,7 +44,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
     `unknown_budget` (default: the run's config) is the share of validation cats and dogs that
     the unknown detector may give up.
     """
-    run_dir = Path(run)
+    run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
     if unknown_budget is not None:
         cfg = config_lib.override(cfg, {"unknown_budget": unknown_budget})
@@ -55,7 +56,11 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
     # Raw logits and detector scores (whichever the model has), whatever model.json says.
     predictor = Predictor(run_dir, meta={})
     scores = predictor.score_paths([str(e.path) for e in val_ex])
+    scores = list(scores)
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
+    if not pairs:
+        first = scores[0].error if scores else "the split is empty"
+        raise DataError(f"{run_dir}: no validation image can be read ({first}); has the data moved from {root}?")
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
     logits = np.array([s.logit for s in scored])
     temperature = fit_temperature(logits, labels)

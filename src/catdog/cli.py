@@ -1,12 +1,13 @@
 """`catdog SUBCOMMAND ...`: each subcommand is one call into the Python API of the same name.
 
     catdog download                          # Microsoft's Cats-and-Dogs zip into the cache
-    catdog prepare --data train.zip          # check every image, write the split manifest
-    catdog train --data train.zip [--preset mobilenet] [key=value ...]
-    catdog train --resume runs/NAME          # continue an interrupted run
-    catdog evaluate runs/NAME [--tta]        # test-split metrics, table + JSON
+    catdog prepare --data train.zip [val_fraction=0.1 test_fraction=0.1]   # check every image, write the split
+    catdog config [--preset P | --config FILE] [key=value ...]           # the resolved config, explained
+    catdog train --data train.zip [--preset mobilenet | --config runs/X/config.json] [key=value ...]
+    catdog train --resume runs/NAME          # continue an interrupted or failed run
+    catdog evaluate runs/NAME [--tta] [batch_size=64]   # test-split metrics, table + JSON
     catdog evaluate [--model M] --data PATH  # any model on any labelled pictures
-    catdog calibrate runs/NAME               # refit temperature and the unknown thresholds
+    catdog calibrate runs/NAME [unknown_budget=0.01]    # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
                    [--explain DIR]           # + a Grad-CAM overlay PNG per image
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
@@ -15,15 +16,70 @@
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
     catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
     catdog export [RUN] --format savedmodel|tflite|tflite-int8 [--data train.zip]
+
+The contract scripts rely on: stdout carries results only (JSON lines, CSV, a table, a path);
+progress and messages go to stderr, progress bars only on a terminal and never with --quiet;
+every error is one line `catdog: ...` on stderr and an exit status from `catdog.errors`
+(0 done, 1 some inputs failed, 2 usage / config / data / model error, 70 a bug, 130 interrupted).
+Handlers check what they were given before importing TensorFlow or touching anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import importlib
 import json
 import os
 import sys
+import traceback
+
+from catdog import config, console
+from catdog.errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, ConfigError, DataError,
+                           InputsFailed, UsageError)
+
+EPILOG = """\
+exit status:
+  0    done
+  1    some inputs failed; every other input was still answered
+  2    usage, config, data or model error: nothing was created or changed
+  70   a bug in catdog: rerun with --debug (or CATDOG_DEBUG=1) and report the traceback
+  130  interrupted (Ctrl-C); an interrupted run says so in its folder and resumes with --resume
+
+stdout carries results only (JSON lines, CSV, tables, the run path); progress and messages go
+to stderr (progress bars only on a terminal; --quiet for none). Config values are set as
+key=value everywhere; `catdog config` lists every key with its meaning.
+
+presets (--preset):
+""" + "\n".join(f"  {name:<10} {note}" for name, note in config.PRESET_NOTES.items())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one UsageError line, not usage text and exit."""
+
+    def error(self, message):
+        where = self.prog.removeprefix("catdog").strip()
+        raise UsageError(f"{where + ': ' if where else ''}{message} (see {self.prog} --help)")
+
+
+def _heavy(module: str):
+    """Imports a module that loads TensorFlow, holding back its native log lines."""
+    from catdog.runtime import quiet_stderr
+
+    with quiet_stderr():
+        return importlib.import_module(module)
+
+
+def _settings(pairs, allowed, **flags) -> dict:
+    """key=value items (limited to `allowed`) and the older flags that alias them, parsed and checked."""
+    values = config.parse_pairs(pairs, allowed)
+    for key, value in flags.items():
+        if value is not None:
+            if key in values:
+                raise UsageError(f"{key} is given twice (as key=value and as a flag)")
+            values[key] = config.parse_value(key, value)
+    return values
 
 
 def _download(args) -> int:
@@ -36,35 +92,58 @@ def _download(args) -> int:
 def _prepare(args) -> int:
     from catdog.data import prepare
 
-    work = prepare(args.data, args.val_fraction, args.test_fraction, force=args.force)
+    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed"), data=args.data,
+                   val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    defaults = config.Config()
+    kw = {k: kw.get(k, getattr(defaults, k)) for k in ("data", "val_fraction", "test_fraction", "split_seed")}
+    config.override(defaults, kw)  # the fractions together
+    work = prepare(kw["data"], kw["val_fraction"], kw["test_fraction"], kw["split_seed"], force=args.force)
     report = json.loads((work / "report.json").read_text())
     print(f"{report['images']} images from {report['settings']['source']} -> {work}/manifest.csv")
     for key, count in report["counts"].items():
         print(f"  {key:<10} {count}")
     for reason, count in report["skipped_by_reason"].items():
         print(f"  skipped {count}: {reason}")
-    for item in report["skipped_files"][:20]:
-        print(f"    {item['path']}: {item['reason']}", file=sys.stderr)
+    skipped = report["skipped_files"]
+    for item in skipped[:20]:
+        print(f"catdog: skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"catdog: ... and {len(skipped) - 20} more skipped files, listed in {work}/report.json", file=sys.stderr)
+    return 0
+
+
+def _resolved(args) -> config.Config:
+    """The config of `catdog config` / `catdog train`: a preset or a config.json, then key=value."""
+    overrides = list(args.overrides) + ([f"data={args.data}"] if getattr(args, "data", None) else [])
+    if args.config and args.preset:
+        raise UsageError("give --preset or --config, not both")
+    if args.config:
+        return config.resolve_file(args.config, overrides)
+    return config.resolve(args.preset or "scratch", overrides)
+
+
+def _config(args) -> int:
+    print(config.explain(_resolved(args)))
     return 0
 
 
 def _train(args) -> int:
-    from catdog import config
-    from catdog.train import train
-
     if args.resume:
-        if args.overrides or args.data:
-            raise config.ConfigError("--resume takes the run's own config.json; drop the overrides")
-        print(train(resume=args.resume))
-        return 0
-    overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
-    cfg = config.resolve(args.preset, overrides)
-    if args.distributed:
-        from catdog import distributed
+        if args.overrides or args.data or args.preset or args.config:
+            raise UsageError("--resume takes the run's own config.json; drop the overrides, --preset and --config")
+        from catdog import runs
 
-        print(distributed.train(cfg))
+        runs.check_run(args.resume, needs=("config.json", "data.json", "manifest.csv"))
+        print(_heavy("catdog.train").train(resume=args.resume))
+        return 0
+    cfg = _resolved(args)
+    from catdog.weights import check_weights
+
+    check_weights(cfg)  # before the 3 s TensorFlow import
+    if args.distributed:
+        print(_heavy("catdog.distributed").train(cfg))
     else:
-        print(train(cfg))
+        print(_heavy("catdog.train").train(cfg))
     return 0
 
 
@@ -83,30 +162,52 @@ def _merge(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from catdog.config import ConfigError
-    from catdog.evaluate import evaluate, evaluate_data, format_table
-
+    if args.run and "=" in args.run and not os.path.exists(args.run):  # `evaluate --data X batch_size=8`
+        args.settings, args.run = [args.run, *args.settings], None
+    kw = _settings(args.settings, ("batch_size",), batch_size=args.batch_size)
     if args.data:
         if args.run and args.model:
-            raise ConfigError("give the model once: RUN or --model, not both")
-        result = evaluate_data(args.data, args.model or args.run, args.split, args.out, tta=args.tta,
-                               batch_size=args.batch_size)
-        print(format_table(result))
+            raise UsageError("give the model once: RUN or --model, not both")
+        evaluate = _heavy("catdog.evaluate")
+        with console.progress_to_stderr():
+            result = evaluate.evaluate_data(args.data, args.model or args.run, args.split, args.out, tta=args.tta, **kw)
+        print(evaluate.format_table(result))
         print(f"-> {result['out']} (metrics.json, predictions.csv; `catdog report {result['out']}`)")
         return 0
     if not args.run or args.model or args.out:
-        raise ConfigError("evaluate RUN scores a run on its own split; --model and --out go with --data PATH")
+        raise UsageError("evaluate RUN scores a run on its own split; --model and --out go with --data PATH")
     if args.split == "all":
-        raise ConfigError("--split all needs --data PATH")
-    print(format_table(evaluate(args.run, args.split or "test", tta=args.tta, batch_size=args.batch_size)))
+        raise UsageError("--split all needs --data PATH")
+    from catdog import runs
+
+    runs.check_run(args.run)
+    evaluate = _heavy("catdog.evaluate")
+    with console.progress_to_stderr():
+        result = evaluate.evaluate(args.run, args.split or "test", tta=args.tta, **kw)
+    print(evaluate.format_table(result))
     return 0
 
 
 def _calibrate(args) -> int:
-    from catdog.calibrate import calibrate
+    from catdog import runs
 
-    print(json.dumps(calibrate(args.run, unknown_budget=args.unknown_budget), indent=2))
+    runs.check_run(args.run)
+    kw = _settings(args.settings, ("unknown_budget",), unknown_budget=args.unknown_budget)
+    calibrate = _heavy("catdog.calibrate")
+    with console.progress_to_stderr():
+        meta = calibrate.calibrate(args.run, **kw)
+    print(json.dumps(meta, indent=2))
     return 0
+
+
+def _check_output_file(path: str | None, flag: str) -> None:
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise DataError(f"{flag} {path}: is a folder; expected a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DataError(f"{flag} {path}: no folder {parent} to write it in")
 
 
 def _predict(args) -> int:
@@ -114,15 +215,17 @@ def _predict(args) -> int:
 
     from catdog.predict import Predictor, expand_paths
 
-    predictor = Predictor(args.model, batch_size=args.batch_size, tta=args.tta,
-                          unknown=False if args.no_unknown else None, runtime=args.runtime)
+    batch_size = config.parse_value("batch_size", args.batch_size)
+    _check_output_file(args.kaggle_submission, "--kaggle-submission")
     paths = expand_paths(args.paths)
     if args.shard:
         from catdog.shards import parse_shard, select
 
         paths = select(paths, *parse_shard(args.shard))
+    predictor = Predictor(args.model, batch_size=batch_size, tta=args.tta,
+                          unknown=False if args.no_unknown else None, runtime=args.runtime)
     # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
-    progress = tqdm(total=len(paths), unit="img", delay=2, file=sys.stderr, disable=not sys.stderr.isatty())
+    progress = tqdm(total=len(paths), unit="img", delay=2, file=sys.stderr, disable=not console.show_progress())
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
@@ -138,14 +241,16 @@ def _predict(args) -> int:
         rows.append(record)
         if writer:
             writer.writerow(record)
+            sys.stdout.flush()
         else:
             print(json.dumps(record, ensure_ascii=False), flush=True)
     progress.close()
     if args.kaggle_submission:
         _write_submission(args.kaggle_submission, rows)
     if failed:
-        print(f"catdog: {failed} of {len(rows)} file(s) could not be read", file=sys.stderr)
-    return 1 if failed else 0
+        first = next(r["error"] for r in rows if "error" in r)
+        raise InputsFailed(f"{failed} of {len(rows)} file(s) could not be read (first: {first})")
+    return 0
 
 
 def _overlay_writer(predictor, folder: str):
@@ -186,7 +291,6 @@ def _report(args) -> int:
 def _augment_preview(args) -> int:
     from pathlib import Path
 
-    from catdog import config
     from catdog.plots import augmentation_preview
 
     cfg = config.resolve(args.preset, args.overrides)
@@ -198,6 +302,8 @@ def _augment_preview(args) -> int:
 def _serve(args) -> int:
     from catdog.serving import serve
 
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: expected 0 to 65535, got {args.port}")
     key = {"api_key": args.api_key} if args.api_key else {}  # else serve() reads $CATDOG_API_KEY
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files, timeout_s=args.timeout,
@@ -206,9 +312,10 @@ def _serve(args) -> int:
 
 
 def _export(args) -> int:
-    from catdog.export import export, summary
-
-    print(summary(export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)))
+    export = _heavy("catdog.export")
+    with console.progress_to_stderr():  # Keras's model.export prints what it saved on stdout
+        written = export.export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)
+    print(export.summary(written))
     return 0
 
 
@@ -225,48 +332,73 @@ def _write_submission(path: str, rows: list[dict]) -> None:
         out.writerows(sorted(scored, key=lambda item: (isinstance(item[0], str), item[0])))
 
 
+def _common() -> argparse.ArgumentParser:
+    """--quiet, --verbose and --debug, accepted before or after the subcommand."""
+    common = _Parser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or per-epoch lines: results on stdout, errors on stderr")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's and LiteRT's own log lines")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the traceback (also CATDOG_DEBUG=1)")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     from catdog.download import MICROSOFT_URL
 
     from catdog import __version__
 
-    parser = argparse.ArgumentParser(prog="catdog", description="Tell dogs from cats.")
+    common = _common()
+    parser = _Parser(prog="catdog", description="Tell dogs from cats.", epilog=EPILOG, parents=[common],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"catdog {__version__}")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and LiteRT's own log lines")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    settings = dict(nargs="*", metavar="key=value")
+    presets = ", ".join(config.PRESETS)
+
+    p = command("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
     p.add_argument("--url", default=MICROSOFT_URL)
     p.add_argument("--dest", help="folder to save into (default: $CATDOG_HOME/downloads)")
     p.add_argument("--sha256", help="expected SHA-256 of the file")
     p.set_defaults(func=_download)
 
-    p = sub.add_parser("prepare", help="check every image, write a deterministic split manifest")
-    p.add_argument("--data", help="train.zip or a folder (default: $CATDOG_DATA, then the cache)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.1)
+    p = command("prepare", help="check every image, write a deterministic split manifest")
+    p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=", **settings)
+    p.add_argument("--data", help="train.zip or a folder (same as data=PATH; default: $CATDOG_DATA, then the cache)")
+    p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
+    p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
     p.add_argument("--force", action="store_true", help="redo even if a manifest exists")
-    p.set_defaults(func=_prepare)
+    p.set_defaults(func=_prepare, rest="settings")
 
-    p = sub.add_parser("train", help="train a model into runs/NAME")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=5")
-    p.add_argument("--preset", default="scratch", help="scratch (default), mobilenet or tiny")
-    p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    for name, what in (("config", "print the resolved config, one line per key with its meaning"),
+                       ("train", "train a model into runs/NAME; prints the run folder")):
+        p = command(name, help=what, epilog=f"presets: {presets}; keys: `catdog config`")
+        p.add_argument("overrides", help="config values, e.g. epochs=5 model=MobileNet", **settings)
+        p.add_argument("--preset", help=f"{presets} (default scratch)")
+        p.add_argument("--config", metavar="CONFIG_JSON", help="start from this config.json (e.g. a run's)")
+        p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
+        p.set_defaults(func=_config, rest="overrides")
+    p.add_argument("--resume", metavar="RUN", help="continue the interrupted or failed run in this folder")
     p.add_argument("--distributed", action="store_true",
                    help="train as one of the TF_CONFIG workers (MultiWorkerMirroredStrategy); needs name=")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("launch", help="run a catdog command as N local TF_CONFIG workers",
-                       description="e.g. catdog launch --workers 2 -- train --distributed --preset tiny name=x")
+    p = command("launch", help="run a catdog command as N local TF_CONFIG workers",
+                description="e.g. catdog launch --workers 2 -- train --distributed --preset tiny name=x")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--retries", type=int, default=3, help="restarts of the group after a worker dies")
     p.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=_launch)
 
-    p = sub.add_parser("evaluate", help="metrics of a run on its test split, or of any model on labelled pictures",
-                       description="catdog evaluate RUN (its test split) | catdog evaluate [--model M] --data PATH")
+    p = command("evaluate", help="metrics of a run on its test split, or of any model on labelled pictures",
+                description="catdog evaluate RUN (its test split) | catdog evaluate [--model M] --data PATH")
     p.add_argument("run", nargs="?", help="run folder")
+    p.add_argument("settings", help="batch_size=64", **settings)
     p.add_argument("--model", help="with --data: run folder or .keras file (default: the shipped model)")
     p.add_argument("--data", help="labelled pictures, zip or folder in any layout `prepare` accepts: scored "
                                   "whole, or on the model's own test split when they are its training data")
@@ -275,16 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="with --data: folder for metrics.json and predictions.csv "
                                  "(default: evaluations/MODEL-on-DATA-SPLIT)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(func=_evaluate)
+    p.add_argument("--batch-size", metavar="N", help="same as batch_size=N")
+    p.set_defaults(func=_evaluate, rest="settings")
 
-    p = sub.add_parser("calibrate", help="refit temperature and the unknown thresholds on validation")
+    p = command("calibrate", help="refit temperature and the unknown thresholds on validation")
     p.add_argument("run", help="run folder")
-    p.add_argument("--unknown-budget", type=float, metavar="SHARE",
-                   help="share of validation pets the unknown detector may give up (default: the run's config)")
-    p.set_defaults(func=_calibrate)
+    p.add_argument("settings", help="unknown_budget=SHARE (default: the run's config)", **settings)
+    p.add_argument("--unknown-budget", metavar="SHARE", help="same as unknown_budget=SHARE: share of "
+                   "validation pets the unknown detector may give up")
+    p.set_defaults(func=_calibrate, rest="settings")
 
-    p = sub.add_parser("predict", help="classify image files, folders or globs")
+    p = command("predict", help="classify image files, folders or globs")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="run folder, .keras or .tflite file (default: the shipped model)")
     p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
@@ -294,31 +427,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kaggle-submission", metavar="CSV", help="also write Kaggle's id,label file")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", default="64", metavar="N")
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
     p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=_predict, rest="paths")
 
-    p = sub.add_parser("report", help="HTML report with plots of a run or an evaluation (self-contained)")
+    p = command("report", help="HTML report with plots of a run or an evaluation (self-contained)")
     p.add_argument("path", metavar="RUN_OR_EVAL_DIR",
                    help="run folder (its test split, scored if not yet) or a folder from `evaluate --data`")
     p.add_argument("--out", help="folder for report.html and its PNGs (default: PATH/report)")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("augment-preview", help="a grid of one picture under the training augmentation")
+    p = command("augment-preview", help="a grid of one picture under the training augmentation")
     p.add_argument("image")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. zoom=0.3")
-    p.add_argument("--preset", default="scratch", help="scratch (default), mobilenet or tiny")
+    p.add_argument("--preset", default="scratch", help=f"{presets} (default scratch)")
     p.add_argument("--out", help="PNG to write (default: IMAGE-augmented.png in the current folder)")
     p.add_argument("--count", type=int, default=11, help="augmented draws beside the original")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_augment_preview)
+    p.set_defaults(func=_augment_preview, rest="overrides")
 
-    p = sub.add_parser("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
+    p = command("merge", help="join the outputs of predict --shard 0/N ... N-1/N in input order")
     p.add_argument("shards", nargs="+", metavar="FILE", help="shard outputs, shard 0 first")
-    p.set_defaults(func=_merge)
+    p.set_defaults(func=_merge, rest="shards")
 
-    p = sub.add_parser("serve", help="REST API and web page over the model (FastAPI + uvicorn)")
+    p = command("serve", help="REST API and web page over the model (FastAPI + uvicorn)")
     p.add_argument("--model", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
@@ -333,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow this browser origin (repeatable); CORS is off without it")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("export", help="write SavedModel / TFLite, checked against the Keras model")
+    p = command("export", help="write SavedModel / TFLite, checked against the Keras model")
     p.add_argument("run", nargs="?", help="run folder or .keras file (default: the shipped model)")
     p.add_argument("--format", choices=["savedmodel", "tflite", "tflite-int8"], default="tflite")
     p.add_argument("--out", help="file (folder for savedmodel) to write; default: beside the model, "
@@ -347,31 +480,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but key=value items (and paths) may also come after options: `train --data X epochs=2`."""
+    args, extras = parser.parse_known_args(argv)
+    rest = getattr(args, "rest", None)
+    if rest and extras and not any(item.startswith("-") for item in extras):
+        setattr(args, rest, list(getattr(args, rest) or []) + extras)
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _one_line(error: BaseException) -> tuple[int, str]:
+    """The exit status and the one line that report `error` (see catdog.errors)."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(error, CatdogError):
+        return error.exit_code, str(error)
+    from catdog.images import ImageError
+
+    if isinstance(error, ImageError):  # one picture asked for by name (augment-preview, explain)
+        return EXIT_USAGE, str(error)
+    if isinstance(error, _PATH_ERRORS):
+        text = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+        return EXIT_USAGE, text
+    if isinstance(error, OSError):  # a full disk, a lost mount: not catdog's fault, not the user's input
+        return 1, f"{error.filename + ': ' if error.filename else ''}{error.strerror or error}"
+    return EXIT_BUG, (f"internal error ({type(error).__name__}: {error}); this is a bug: rerun with --debug "
+                      f"(or CATDOG_DEBUG=1) and report the traceback")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one `catdog` command; returns its exit status. Every error is one line on stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "augment-preview" and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides += extra  # key=value after an option: argparse leaves them over
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from catdog.runtime import set_verbose
-
-    set_verbose(args.verbose)  # native log lines: held back unless --verbose
-    from catdog.archive import ArchiveError
-    from catdog.config import ConfigError
-    from catdog.download import DownloadError
-    from catdog.errors import ModelError
-
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    debug = os.environ.get("CATDOG_DEBUG", "") not in ("", "0") or "--debug" in argv
     try:
-        return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ArchiveError, DownloadError, ModelError,
-            TimeoutError) as error:
-        print(f"catdog {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"catdog {args.command}: interrupted", file=sys.stderr)
-        return 130
+        args = _parse(build_parser(), argv)
+        from catdog.runtime import set_verbose
+
+        set_verbose(getattr(args, "verbose", False))  # native log lines: held back unless --verbose
+        console.set_quiet(getattr(args, "quiet", False))
+        return args.func(args) or 0
+    except SystemExit:
+        raise  # --help, --version
+    except BaseException as error:  # noqa: BLE001  (the one place every error becomes one line)
+        if debug:
+            traceback.print_exc()
+        code, text = _one_line(error)
+        text = "; ".join([str(text), *getattr(error, "__notes__", ())])  # e.g. how to resume a failed run
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        print(f"catdog: {' '.join(str(text).split())}", file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":

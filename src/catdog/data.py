@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.archive import extract_zip
+from catdog.errors import DataError
 from catdog.images import ImageError, is_image_name, load_image
 
 CLASS_NAMES = ("cat", "dog")  # label 0, label 1: the model's logit is the evidence for "dog"
@@ -118,7 +121,8 @@ def _extracted(archive: Path, work: Path) -> Path:
     fingerprint = json.dumps(_fingerprint(archive))
     if not (root.is_dir() and stamp.exists() and stamp.read_text() == fingerprint):
         stamp.unlink(missing_ok=True)
-        extract_zip(archive, root)
+        # Kaggle's "Download All" zip holds train.zip (unpacked in place) and the unlabelled test1.zip.
+        extract_zip(archive, root, unpack=("train.zip",), skip=("test1.zip",))
         stamp.write_text(fingerprint)
     return root
 
@@ -131,6 +135,8 @@ def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], in
         rel = path.relative_to(root)
         if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts) or not is_image_name(rel):
             ignored += 1  # Thumbs.db, README.txt, resource forks: not pictures, not errors
+        elif path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+            skipped.append((str(rel), "a symlink out of the data folder"))  # never read what it points at
         elif (label := label_of(rel)) is None:
             skipped.append((str(rel), "no label: neither a cat/dog folder nor a cat./dog. name"))
         else:
@@ -150,8 +156,16 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     report_path = work / "report.json"
     if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
         return work
+    if not source.is_dir() and not (source.is_file() and zipfile.is_zipfile(source)):
+        raise DataError(f"{source}: expected a zip archive or a folder of pictures")
+    made = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
-    root = _extracted(source, work) if source.is_file() else source
+    try:
+        root = _extracted(source, work) if source.is_file() else source
+    except BaseException:
+        if made:
+            shutil.rmtree(work, ignore_errors=True)  # a failed start leaves nothing, in the cache too
+        raise
     labelled, skipped, ignored = _scan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         checks = list(pool.map(lambda item: _check(root / item[0]), labelled))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from catdog.console import show_progress
 from catdog.data import home
+from catdog.errors import DataError
 
 MICROSOFT_URL = (
     "https://download.microsoft.com/download/3/E/1/"
@@ -24,7 +26,7 @@ MICROSOFT_URL = (
 _CHUNK = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(DataError):
     """A download that failed or did not check out; nothing is left at the destination."""
 
 
@@ -44,8 +46,8 @@ def download(url: str = MICROSOFT_URL, dest_dir: str | os.PathLike | None = None
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = int(response.headers.get("Content-Length") or 0) or None
             digest, size = hashlib.sha256(), 0
-            with open(part, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True,
-                                               desc=dest.name, disable=not progress) as bar:
+            with open(part, "wb") as out, tqdm(total=expected, unit="B", unit_scale=True, desc=dest.name,
+                                               disable=not (progress and show_progress())) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)

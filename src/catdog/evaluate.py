@@ -20,9 +20,11 @@ from sklearn import metrics as skm
 from tqdm import tqdm
 
 from catdog import config as config_lib
-from catdog import data, provenance
-from catdog.reliability import expected_calibration_error, probabilities
+from catdog import data, provenance, runs
+from catdog.console import show_progress
+from catdog.errors import DataError
 from catdog.predict import Predictor
+from catdog.reliability import expected_calibration_error, probabilities
 
 
 def classification_metrics(labels, logits, temperature: float = 1.0) -> dict:
@@ -53,7 +55,8 @@ PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_
 def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, list[dict]]:
     """(metrics, one row per image) for labelled examples; unreadable files are counted, not scored."""
     started = time.perf_counter()
-    progress = tqdm(total=len(examples), unit="img", desc="scoring", delay=2, file=sys.stderr, disable=None)
+    progress = tqdm(total=len(examples), unit="img", desc="scoring", delay=2, file=sys.stderr,
+                    disable=not show_progress())
     rows = []
     for example, scored in zip(examples, predictor.score_paths([str(e.path) for e in examples]), strict=True):
         progress.update()
@@ -67,6 +70,9 @@ def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, lis
     progress.close()
     seconds = time.perf_counter() - started
     ok = [r for r in rows if "error" not in r]
+    if not ok:
+        raise DataError(f"none of the {len(rows)} images can be read (first: {rows[0]['error'] if rows else '-'}); "
+                        f"has the data moved?")
     result = classification_metrics([data.CLASS_NAMES.index(r["label"]) for r in ok], [r["logit"] for r in ok],
                                      predictor.temperature)
     if predictor.unknown:
@@ -96,12 +102,12 @@ def read_predictions(path: str | os.PathLike) -> list[dict]:
 
 def evaluate(run: str | os.PathLike, split: str = "test", tta: bool = False, batch_size: int = 64) -> dict:
     """Scores the run's best model on one split of its own manifest; writes metrics JSON and predictions CSV."""
-    run_dir = Path(run)
+    run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
     root = json.loads((run_dir / "data.json").read_text())["root"]
     examples = data.load_split(run_dir / "manifest.csv", root, split, cfg.max_images, cfg.seed)
     if not examples:
-        raise ValueError(f"{run_dir}: the {split!r} split is empty")
+        raise DataError(f"{run_dir}: the {split!r} split is empty")
     result, rows = score(Predictor(run_dir, batch_size=batch_size, tta=tta), examples)
     result.update(split=split, tta=tta)
     stem = f"{split}{'_tta' if tta else ''}"
@@ -126,7 +132,7 @@ def evaluate_data(data_path: str | os.PathLike, model: str | os.PathLike | None 
     examples = data.load_split(work / "manifest.csv", report["root"], split,
                                origin["max_images"] if own else 0, origin["seed"])
     if not examples:
-        raise ValueError(f"{data_path}: no labelled pictures in split {split!r}")
+        raise DataError(f"{data_path}: no labelled pictures in split {split!r}")
     result, rows = score(Predictor(model, batch_size=batch_size, tta=tta), examples)
     source = Path(report["settings"]["source"])
     out = Path(out or Path("evaluations") / f"{origin['name']}-on-{source.stem}-{split}{'-tta' if tta else ''}")

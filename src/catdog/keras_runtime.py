@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog.errors import ModelError
 from catdog.runtime import quiet_stderr
 
 with quiet_stderr():  # TensorFlow writes oneDNN notices to fd 2 as it loads
@@ -37,7 +38,11 @@ class KerasRuntime:
 
     def __init__(self, path: str | os.PathLike, detector: bool = True):
         self.path = Path(path)
-        self.model = keras.saving.load_model(self.path, compile=False)
+        try:
+            self.model = keras.saving.load_model(self.path, compile=False)
+        except Exception as error:  # a truncated, corrupt or foreign file: Keras raises many kinds
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            raise ModelError(f"{self.path}: not a loadable Keras model ({reason})") from None
         self.image_size = resize_height(self.model)
         outputs = self.model.output
         self.output_names = sorted(outputs) if isinstance(outputs, dict) else ["logit"]

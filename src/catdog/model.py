@@ -14,30 +14,7 @@ import re
 import keras
 from keras.applications import imagenet_utils
 
-from catdog.config import Config
-
-# The module of each backbone (keras.applications', or catdog's own), and the input scaling it
-# was trained with ("tf": -1..1, "torch": ImageNet mean/std, "caffe": BGR minus mean, "raw":
-# inside the backbone).
-BACKBONES = {
-    "EfficientNetLite0": ("catdog.efficientnet_lite", "raw"),
-    "EfficientNetLite1": ("catdog.efficientnet_lite", "raw"),
-    "EfficientNetLite2": ("catdog.efficientnet_lite", "raw"),
-    "MobileNet": ("mobilenet", "tf"),
-    "MobileNetV2": ("mobilenet_v2", "tf"),
-    "MobileNetV3Small": ("mobilenet_v3", "raw"),
-    "MobileNetV3Large": ("mobilenet_v3", "raw"),
-    "EfficientNetB0": ("efficientnet", "raw"),
-    "EfficientNetB1": ("efficientnet", "raw"),
-    "EfficientNetV2B0": ("efficientnet_v2", "raw"),
-    "ConvNeXtTiny": ("convnext", "raw"),
-    "ResNet50": ("resnet", "caffe"),
-    "ResNet50V2": ("resnet_v2", "tf"),
-    "DenseNet121": ("densenet", "torch"),
-    "InceptionV3": ("inception_v3", "tf"),
-    "Xception": ("xception", "tf"),
-    "VGG16": ("vgg16", "caffe"),
-}
+from catdog.config import BACKBONES, Config  # noqa: F401  (BACKBONES: re-exported)
 
 
 @keras.saving.register_keras_serializable(package="catdog")

@@ -57,12 +57,18 @@ def make_dataset(
     cfg: Config,
     training: bool,
     cache_file: str | Path | None = None,
+    epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels in 0..255, float32 label) for training or evaluation.
 
     Images are decoded by the project's one loader and cached after decoding, so only the
     first epoch reads JPEG. Shuffling and augmentation happen for `training` only; evaluation
     order is the order of `examples`.
+
+    With `epochs=(first, end)` (training), the dataset holds epochs first..end-1 back to back,
+    `steps_per_epoch(examples, cfg)` batches each, every epoch in an order that depends on
+    `cfg.seed` and its number alone: a run resumed at epoch k sees the data an uninterrupted one
+    would. Without it, the order is reshuffled every iteration from a seed (one pass per epoch).
     """
     paths = [str(e.path) for e in examples]
     labels = np.array([e.label for e in examples], dtype=np.float32)
@@ -75,14 +81,51 @@ def make_dataset(
         if cache_file is None:
             raise ValueError("cache='disk' needs a cache_file")
         ds = ds.cache(str(cache_file))
-    if training:
-        ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
     # Training batches are all full: TF 2.21's oneDNN kernels have crashed on a smaller last
     # batch (strided 1x1 conv gradients), and a shuffled set loses no example for good.
-    ds = ds.batch(cfg.batch_size, drop_remainder=training and len(paths) >= cfg.batch_size)
+    full_batches = training and len(paths) >= cfg.batch_size
+    if training and epochs is not None:
+        decoded = ds
+
+        def epoch_of(epoch):
+            seed = tf.constant(cfg.seed, tf.int64) * 1_000_003 + epoch
+            shuffled = decoded.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
+            batches = shuffled.batch(cfg.batch_size, drop_remainder=full_batches)
+            return batches.enumerate().map(lambda step, xy: ((epoch, step), xy))
+
+        ds = tf.data.Dataset.range(*epochs).flat_map(epoch_of)
+        ds = ds.map(lambda at, xy: (at, (tf.cast(xy[0], tf.float32), xy[1])), num_parallel_calls=tf.data.AUTOTUNE)
+        if cfg.augment:
+            ds = ds.map(_seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
+        return ds.map(lambda at, xy: xy).prefetch(tf.data.AUTOTUNE)
+    else:
+        if training:
+            ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(cfg.batch_size, drop_remainder=full_batches)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.augment:
         augment = build_augmentation(cfg)
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     # Prefetch so decoding and augmentation of the next batch overlap the current step.
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _seeded_augmentation(augment: keras.Sequential):
+    """`augment` whose random draws depend only on (epoch, step): each batch first sets every
+    layer's seed state from them, so a resumed run augments as an uninterrupted one would."""
+    states = [layer.generator.state for layer in augment.layers]
+
+    def apply(at, xy):
+        epoch, step = at
+        for i, state in enumerate(states):
+            # Keras draws from [seed, counter]: the layer's own seed, a counter that names the batch.
+            counter = tf.cast(epoch * 1_000_003 + step * 101 + i, state.dtype)
+            state.assign(tf.stack([state[0], counter]))
+        return at, (augment(xy[0], training=True), xy[1])
+
+    return apply
+
+
+def steps_per_epoch(examples: Sequence[Example], cfg: Config) -> int:
+    """Training batches in one epoch (all full, unless the set is smaller than one batch)."""
+    return max(1, len(examples) // cfg.batch_size)

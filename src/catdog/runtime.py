@@ -75,6 +75,8 @@ def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> P
         raise FileNotFoundError(f"model {path} not found: expected a run folder, a .keras or a .tflite file")
     if path.suffix == ".tflite" or (path.is_dir() and (path / "saved_model.pb").exists()):
         return path
+    if path.is_file() and path.suffix != ".keras" or not (path.is_file() or path.is_dir()):
+        raise ModelError(f"{path}: expected a run folder, a .keras or a .tflite file")
     folder, keras_file = (path, path / "model.keras") if path.is_dir() else (path.parent, path)
     if not keras_file.is_file():
         if not model:
@@ -150,8 +152,12 @@ class LiteRTRuntime:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        with quiet_stderr():
-            self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
+        try:
+            with quiet_stderr():
+                self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
+        except (ValueError, RuntimeError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({reason})") from None
         runner = self.interpreter.get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         del runner  # it holds views into the interpreter, which would forbid resizing it

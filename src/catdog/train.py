@@ -6,6 +6,12 @@
       history_head.csv the head phase's epochs (backbone runs)
       model.keras      best checkpoint (val loss)    model.json     temperature, classes, timing
       tensorboard/     TensorBoard logs              backup/        resume state (while training)
+      state.json       running / failed / interrupted / finished, epochs done
+
+Everything that can be checked is checked before the folder is made (config, weights offline,
+the data and its split, the model), so a start that fails leaves nothing behind. A run that
+fails or is interrupted later says so in state.json and resumes (`train(resume=run_dir)`) with
+all of its state: weights, optimizer and schedule step, early stopping, the data order.
 
 Backbone runs go in two phases: the head is fitted on backbone features computed once, then
 the top of the backbone is fine-tuned with a low learning rate.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,20 +31,14 @@ import keras
 import numpy as np
 
 from catdog import config as config_lib
-from catdog import data
+from catdog import console, data, runs
+from catdog import resume as resume_lib
 from catdog import model as model_lib
 from catdog.calibrate import calibrate
 from catdog.config import Config
-from catdog.pipeline import make_dataset
-
-
-def _new_run_dir(cfg: Config) -> Path:
-    name = cfg.name or f"{cfg.model.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.runs_dir) / name
-    if run_dir.exists():
-        raise FileExistsError(f"run folder {run_dir} exists: resume it with --resume {run_dir}, or pick another name=")
-    run_dir.mkdir(parents=True)
-    return run_dir
+from catdog.errors import ConfigError, DataError, Interrupted
+from catdog.pipeline import make_dataset, steps_per_epoch
+from catdog.weights import check_weights
 
 
 def make_optimizer(cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
@@ -69,98 +70,161 @@ def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) 
     extractor, head = model.get_layer("features"), model.get_layer("head")
     # One pass each, so nothing to cache.
     plain = [make_dataset(ex, dataclasses.replace(cfg, cache="none"), training=False) for ex in (train_ex, val_ex)]
-    x_train, x_val = (extractor.predict(ds.map(lambda x, y: x), verbose=1) for ds in plain)
+    verbose = console.keras_verbose()
+    x_train, x_val = (extractor.predict(ds.map(lambda x, y: x), verbose=verbose) for ds in plain)
     y_train, y_val = (np.array([e.label for e in ex], np.float32) for ex in (train_ex, val_ex))
     _compile(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
     stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
     # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
     log = keras.callbacks.CSVLogger(run_dir / "history_head.csv")
     history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
-                       validation_data=(x_val, y_val), callbacks=[stop, log], verbose=2)
+                       validation_data=(x_val, y_val), callbacks=[stop, log], verbose=2 if verbose else 0)
     return float(min(history.history["val_loss"]))
 
 
-def _best_val_loss(run_dir: Path, fallback: float | None) -> float | None:
-    history = run_dir / "history.csv"
-    if history.exists():
-        rows = np.genfromtxt(history, delimiter=",", names=True, ndmin=1)
-        if rows.size:
-            return float(min(rows["val_loss"].min(), fallback or np.inf))
-    return fallback
+def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex, extra=()) -> None:
+    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
+    backup = run_dir / "backup"
+    start = resume_lib.read_backup(backup).get("epoch", 0)
+    steps = steps_per_epoch(train_ex, cfg)
+    train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
+                            epochs=(start, cfg.epochs))
+    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
+    _compile(model, cfg, cfg.learning_rate, steps, cfg.epochs)
+    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir, start)]
+    best = min(past + [state.get("head_val_loss", np.inf)])
+
+    def epoch_done(epoch, logs):
+        state["epochs_done"] = epoch + 1
+        save_state()
+
+    callbacks = [
+        # The row first: a kill before the backup redoes the epoch, and the row is cut on resume.
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
+                                        initial_value_threshold=best if np.isfinite(best) else None),
+        resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
+        resume_lib.EpochBackup(backup),  # restores the last finished epoch's state when fit begins
+        keras.callbacks.TensorBoard(run_dir / "tensorboard"),
+        keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
+        *extra,
+    ]
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              shuffle=False, verbose=console.keras_verbose())
 
 
-def _open_run(cfg: Config | None, resume: str | Path | None) -> tuple[Path, Config, dict]:
-    """A new run folder with its config, or an interrupted one with its config and state."""
-    if resume:
-        run_dir = Path(resume)
-        state_path = run_dir / "state.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
-        return run_dir, config_lib.load(run_dir / "config.json"), state
-    cfg = cfg or Config()
-    run_dir = _new_run_dir(cfg)
-    config_lib.save(cfg, run_dir / "config.json")
-    return run_dir, cfg, {}
-
-
-def _record_data(run_dir: Path, cfg: Config) -> tuple[list[data.Example], list[data.Example]]:
-    """Prepares the data and copies its split and summary into the run folder."""
+def _prepare(cfg: Config) -> tuple[Path, dict]:
+    """The data's work folder and report, checked to give a usable split (no run folder yet)."""
     work = data.prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
     report = json.loads((work / "report.json").read_text())
+    source = report["settings"]["source"]
+    if not report["images"]:
+        raise DataError(f"{source}: no usable cat or dog pictures (expected train/cat.N.jpg, cat/ and dog/ "
+                        f"folders, or PetImages/Cat and PetImages/Dog)")
+    for split in ("train", "val"):
+        examples = data.load_split(work / "manifest.csv", report["root"], split, cfg.max_images, cfg.seed)
+        if len({e.label for e in examples}) < (2 if split == "train" else 1):
+            raise DataError(f"{source}: {report['images']} usable images leave the {split} split without "
+                            f"{'both classes' if split == 'train' else 'any image'}; add pictures or change "
+                            f"val_fraction / test_fraction")
+    return work, report
+
+
+def _record_data(run_dir: Path, cfg: Config, prepared: tuple[Path, dict] | None = None):
+    """Copies the split and summary into the run folder; returns its (train, val) examples."""
+    work, report = prepared or _prepare(cfg)
+    shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
     summary = {k: report[k] for k in ("settings", "root", "images", "counts", "skipped_by_reason")}
     (run_dir / "data.json").write_text(json.dumps(summary, indent=2) + "\n")
     return tuple(data.load_split(run_dir / "manifest.csv", report["root"], split, cfg.max_images, cfg.seed)
                  for split in ("train", "val"))
 
 
-def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex) -> None:
-    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
-    train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train")
-    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
-    _compile(model, cfg, cfg.learning_rate, int(train_ds.cardinality()), cfg.epochs)
-    best = _best_val_loss(run_dir, state.get("head_val_loss"))
-    callbacks = [
-        # First, so an epoch is safe on disk before anything else can be interrupted.
-        keras.callbacks.BackupAndRestore(run_dir / "backup"),
-        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True, initial_value_threshold=best),
-        keras.callbacks.EarlyStopping(patience=cfg.patience),
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
-        keras.callbacks.TensorBoard(run_dir / "tensorboard"),
-        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: save_state()),
-    ]
-    # shuffle=False: the dataset reshuffles itself every epoch.
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, shuffle=False)
+def _start(cfg: Config) -> tuple[Path, keras.Model, tuple]:
+    """Checks everything, then makes the run folder: a refused start leaves nothing behind."""
+    check_weights(cfg)
+    name = cfg.name or f"{cfg.model.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.runs_dir) / name
+    if Path(cfg.runs_dir).exists() and not Path(cfg.runs_dir).is_dir():
+        raise ConfigError(f"runs_dir: {cfg.runs_dir} is a file; expected a folder")
+    prepared = _prepare(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    model = model_lib.build_model(cfg)
+    runs.claim(run_dir)
+    run_dir.mkdir(parents=True)
+    try:
+        splits = _record_data(run_dir, cfg, prepared)
+        config_lib.save(cfg, run_dir / "config.json")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir, model, splits
 
 
-def train(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
-    """Trains a model and returns its run folder; `resume` continues an interrupted run.
+def _reopen(resume: str | os.PathLike) -> tuple[Path, Config, dict, tuple]:
+    run_dir = runs.check_run(resume, needs=("config.json", "data.json", "manifest.csv"))
+    state = runs.read_state(run_dir)
+    if state.get("status") == "finished":
+        raise DataError(f"{run_dir}: this run has finished; nothing to resume")
+    runs.check_not_running(run_dir, state)
+    cfg = config_lib.load(run_dir / "config.json")
+    root = json.loads((run_dir / "data.json").read_text())["root"]
+    splits = tuple(data.load_split(run_dir / "manifest.csv", root, split, cfg.max_images, cfg.seed)
+                   for split in ("train", "val"))
+    return run_dir, cfg, state, splits
+
+
+def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks=()) -> Path:
+    """Trains a model and returns its run folder; `resume` continues a failed or interrupted run.
 
         >>> run_dir = train(config.resolve("tiny", ["data=train.zip"]))
+
+    `callbacks` are added to the image phase's (for tests and tools).
     """
-    run_dir, cfg, state = _open_run(cfg, resume)
+    model = None
+    if resume:
+        run_dir, cfg, state, (train_ex, val_ex) = _reopen(resume)
+    else:
+        cfg, state = cfg or Config(), {}
+        run_dir, model, (train_ex, val_ex) = _start(cfg)
     started = time.time() - state.get("seconds", 0.0)  # wall time adds up across resumes
 
-    def save_state():
-        state["seconds"] = round(time.time() - started, 1)
-        (run_dir / "state.json").write_text(json.dumps(state) + "\n")
+    def save_state(**changes):
+        state.update(changes, seconds=round(time.time() - started, 1))
+        runs.write_state(run_dir, state)
 
-    keras.utils.set_random_seed(cfg.seed)
-    train_ex, val_ex = _record_data(run_dir, cfg)
-    transfer = cfg.model != "scratch"
-    if transfer and "head_val_loss" in state:
-        model = keras.saving.load_model(run_dir / "model.keras")
-    else:
-        model = model_lib.build_model(cfg)
-    if transfer and "head_val_loss" not in state:
-        state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
-        model.save(run_dir / "model.keras")
-        save_state()
-    if not transfer or cfg.fine_tune_layers > 0:
-        if transfer:
-            model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-        _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex)
-    for cache in run_dir.glob("cache-*"):
-        cache.unlink()
-    save_state()
-    calibrate(run_dir)
+    save_state(status="running", pid=os.getpid(), epochs_done=state.get("epochs_done", 0))
+    try:
+        _run(cfg, run_dir, state, save_state, model, train_ex, val_ex, callbacks)
+    except KeyboardInterrupt:
+        save_state(status="interrupted")
+        raise Interrupted(f"interrupted: {run_dir} keeps {state['epochs_done']} finished epoch(s); "
+                          f"continue with: catdog train --resume {run_dir}") from None
+    except BaseException as error:
+        save_state(status="failed", error=f"{type(error).__name__}: {error}"[:500])
+        error.add_note(f"{run_dir} keeps {state['epochs_done']} finished epoch(s): catdog train --resume {run_dir}")
+        raise
+    save_state(status="finished")
     return run_dir
+
+
+def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, val_ex, callbacks) -> None:
+    transfer = cfg.model != "scratch"
+    if model is None:
+        keras.utils.set_random_seed(cfg.seed)
+        resumed_head = transfer and "head_val_loss" in state
+        model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
+    with console.progress_to_stderr():  # Keras prints progress to stdout, which is for results
+        if transfer and "head_val_loss" not in state:
+            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
+            model.save(run_dir / "model.keras")
+            save_state()
+        if (not transfer or cfg.fine_tune_layers > 0) and not state.get("images_done"):
+            if transfer:
+                model_lib.unfreeze_top(model, cfg.fine_tune_layers)
+            _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
+            save_state(images_done=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
+        for cache in run_dir.glob("cache-*"):
+            cache.unlink()
+        calibrate(run_dir)

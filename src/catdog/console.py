@@ -1,0 +1,35 @@
+"""Where output goes: results on stdout; progress on stderr, only for a terminal, never with --quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """`catdog --quiet`: no progress bars and no per-epoch lines, errors only."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def show_progress() -> bool:
+    """Progress bars are drawn only on a terminal, and not with --quiet."""
+    return not _quiet and sys.stderr.isatty()
+
+
+def keras_verbose() -> int:
+    """Keras's `verbose`: a progress bar on a terminal, one line per epoch in a log, nothing if quiet."""
+    return 0 if _quiet else 1 if sys.stderr.isatty() else 2
+
+
+@contextlib.contextmanager
+def progress_to_stderr():
+    """Keras prints its progress bars and epoch lines to stdout: send them to stderr instead."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield

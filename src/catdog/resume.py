@@ -1,0 +1,96 @@
+"""What a resumed run needs back: the training state of its last finished epoch.
+
+Weights, optimizer (with the learning-rate schedule's step) and the layers' random seed states
+(`EpochBackup`), early stopping's best and wait (replayed from history.csv). The data order and
+augmentation's draws need nothing here: `pipeline.make_dataset(..., epochs=)` derives both
+from the seed, the epoch and the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from the validation losses of the epochs a resumed run kept."""
+
+    def __init__(self, past_losses: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self.past_losses = past_losses
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, loss in enumerate(self.past_losses):  # replayed as on_epoch_end saw them
+            self.wait += 1
+            if self.best is None or loss < self.best:
+                self.best, self.best_epoch, self.wait = loss, epoch, 0
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After every epoch, the training state: weights and optimizer (so the schedule's step),
+    the layers' random seed states (Dropout's) and the epoch; restored when training begins.
+
+    Keras's BackupAndRestore leaves the seed states out and writes its files in place, so a
+    kill -9 mid-write leaves a backup that cannot be read. Here each epoch's weights go to a
+    file of their own, renamed into place, and `backup.json` (renamed into place too) names
+    the complete one: a kill at any moment leaves the previous backup whole.
+    """
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def _seed_states(self):
+        return [v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+    def on_train_begin(self, logs=None):
+        saved = read_backup(self.folder)
+        if not saved:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.folder / saved["weights"])
+        for variable, value in zip(self._seed_states(), saved["seeds"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        self.model._initial_epoch = saved["epoch"]  # as BackupAndRestore does: fit starts there
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        partial = self.folder / f"partial-{name}"
+        self.model.save_weights(partial)
+        os.replace(partial, self.folder / name)
+        seeds = [np.asarray(v.numpy()).tolist() for v in self._seed_states()]
+        state = self.folder / "backup.json"
+        state.with_suffix(".partial").write_text(json.dumps({"epoch": epoch + 1, "weights": name, "seeds": seeds}))
+        os.replace(state.with_suffix(".partial"), state)
+        for old in self.folder.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+
+def read_backup(folder: Path) -> dict:
+    """The last complete backup's {"epoch", "weights", "seeds"}, or {} when there is none."""
+    path = Path(folder) / "backup.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def history_rows(run_dir: Path, before: int) -> list[dict]:
+    """history.csv cut to the epochs before `before` (an interrupted epoch is redone, not doubled)."""
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, fields = [r for r in reader if int(r["epoch"]) < before], reader.fieldnames
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
