@@ -137,6 +137,7 @@ def main() -> None:
             row["agreement_with_keras"] = round(float(np.mean(np.array(answers[row["runtime"]]) == reference)), 4)
     keras_predictor = Predictor(args.model, runtime="keras")
     flops = model_gflops(keras_predictor)
+    gemm = max(gemm, matmul_gflops())  # measured again at the end: a neighbour's burst hits only one
     ceiling = gemm / flops
     for row in rows:
         row["share_of_ceiling"] = round(row["images_per_second"] / ceiling, 2)

@@ -211,8 +211,6 @@ def _check_output_file(path: str | None, flag: str) -> None:
 
 
 def _predict(args) -> int:
-    from tqdm import tqdm
-
     from catdog.predict import Predictor, expand_paths
 
     batch_size = config.parse_value("batch_size", args.batch_size)
@@ -225,7 +223,7 @@ def _predict(args) -> int:
     predictor = Predictor(args.model, batch_size=batch_size, tta=args.tta,
                           unknown=False if args.no_unknown else None, runtime=args.runtime)
     # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
-    progress = tqdm(total=len(paths), unit="img", delay=2, file=sys.stderr, disable=not console.show_progress())
+    progress = console.progress_bar(total=len(paths), unit="img", delay=2)
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
@@ -345,8 +343,6 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from catdog.download import MICROSOFT_URL
-
     from catdog import __version__
 
     common = _common()
@@ -362,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets = ", ".join(config.PRESETS)
 
     p = command("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
-    p.add_argument("--url", default=MICROSOFT_URL)
+    p.add_argument("--url", help="where to fetch it from (default: Microsoft's Cats-and-Dogs zip)")
     p.add_argument("--dest", help="folder to save into (default: $CATDOG_HOME/downloads)")
     p.add_argument("--sha256", help="expected SHA-256 of the file")
     p.set_defaults(func=_download)

@@ -28,6 +28,26 @@ def keras_verbose() -> int:
     return 0 if _quiet else 1 if sys.stderr.isatty() else 2
 
 
+def progress_bar(**kwargs):
+    """A tqdm bar on stderr where `show_progress()`, else a stand-in that draws nothing.
+
+    tqdm is imported only for a terminal: its import is a fifth of a cold `catdog predict`.
+    """
+    if not show_progress():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, **kwargs)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def progress_to_stderr():
     """Keras prints its progress bars and epoch lines to stdout: send them to stderr instead."""

@@ -30,12 +30,13 @@ class DownloadError(DataError):
     """A download that failed or did not check out; nothing is left at the destination."""
 
 
-def download(url: str = MICROSOFT_URL, dest_dir: str | os.PathLike | None = None,
+def download(url: str | None = None, dest_dir: str | os.PathLike | None = None,
              sha256: str | None = None, timeout: float = 60.0, progress: bool = True) -> Path:
-    """Downloads `url` into `dest_dir` (default `<catdog home>/downloads`) and returns the path.
+    """Downloads `url` (default: Microsoft's zip) into `dest_dir` (default `<catdog home>/downloads`); returns the path.
 
     An existing complete file is kept (and checked against `sha256` when given).
     """
+    url = url or MICROSOFT_URL
     dest_dir = Path(dest_dir) if dest_dir else home() / "downloads"
     dest = dest_dir / url.rstrip("/").rsplit("/", 1)[-1]
     if dest.exists() and (sha256 is None or _sha256(dest) == sha256.lower()):
