@@ -107,11 +107,27 @@ def test_two_workers_write_the_run_folder_of_a_single_machine_run(tmp_path, tree
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     with open(tmp_path / "runs" / "one" / "history.csv") as f:
         assert set(rows[0]) <= set(next(csv.DictReader(f)))
-    assert json.loads((run_dir / "state.json").read_text())["workers"] == 2
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["workers"] == 2 and state["status"] == "finished" and state["epochs_done"] == 2
     metrics = [catdog("evaluate", tmp_path / "runs" / name) for name in ("one", "two")]
     assert all(m.returncode == 0 for m in metrics), metrics[1].stderr
     keys = [set(json.loads((tmp_path / "runs" / n / "metrics_test.json").read_text())) for n in ("one", "two")]
     assert keys[0] == keys[1]
+
+
+def test_a_transfer_run_keeps_both_phases_histories(tmp_path, tree):
+    """Head on each worker's pooled features, then fine-tuning: the files a single-machine transfer run writes."""
+    out = catdog("launch", "--workers", "2", "--", "train", "--distributed", "--preset", "tiny", "--data", tree,
+                 "model=MobileNet", "weights=none", "image_size=32", "unknown=false", "head_epochs=2", "epochs=1",
+                 "fine_tune_layers=4", f"runs_dir={tmp_path / 'runs'}", "name=transfer")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "transfer"
+    for name, epochs in (("history_head.csv", [0, 1]), ("history.csv", [0])):
+        with open(run_dir / name) as f:
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == epochs, name
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "finished" and "head_val_loss" in state and state["epochs_done"] == 1
+    assert (run_dir / "model.json").exists() and not (run_dir / "backup").exists()
 
 
 def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog import config as config_lib
-from catdog import data
+from catdog import data, runs
 from catdog.config import Config, ConfigError
 
 HISTORY_FIELDS = ["epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"]
@@ -140,12 +140,13 @@ class _History:
 
 
 def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phase: str, run_dir: Path,
-         lr: float, epochs: int, patience: int, steps: int, save_best: bool) -> float:
+         lr: float, epochs: int, patience: int, steps: int, save_best: bool, on_epoch=None) -> float:
     """Trains `model` for up to `epochs` epochs under `strategy`; returns the best validation loss.
 
     Resumes from the phase's checkpoint if there is one. With `save_best`, the chief saves the
     full model at each new best (like ModelCheckpoint); without, the best weights are restored
     at the end (like EarlyStopping's restore_best_weights), as `catdog.train` does per phase.
+    `on_epoch(epochs_done)` runs on the chief after each epoch's checkpoint.
     """
     import tensorflow as tf
 
@@ -196,10 +197,12 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
         logits, labels, losses = (np.concatenate([np.asarray(o[i]).ravel() for o in outs]) for i in range(3))
         return labels, logits, losses
 
-    history = _History(run_dir / "history.csv", int(epoch_var.numpy())) if worker.is_chief and save_best else None
-    # TensorBoard's layout of a Keras run: train/ and validation/, scalars named epoch_<metric>.
+    # The files of a single-machine run: history_head.csv for the head phase, history.csv and
+    # TensorBoard's train/ and validation/ (scalars named epoch_<metric>) for the images phase.
+    log = run_dir / ("history.csv" if save_best else "history_head.csv")
+    history = _History(log, int(epoch_var.numpy())) if worker.is_chief else None
     boards = {split: tf.summary.create_file_writer(str(run_dir / "tensorboard" / split))
-              for split in ("train", "validation")} if history else {}
+              for split in ("train", "validation")} if history and save_best else {}
     for epoch in range(int(epoch_var.numpy()), epochs):
         if int(wait_var.numpy()) >= patience:
             break  # stopped early before the restart
@@ -226,6 +229,8 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
         manager.save()
         if not worker.is_chief:
             shutil.rmtree(manager.directory, ignore_errors=True)
+        elif on_epoch:
+            on_epoch(epoch + 1)
         if worker.is_chief:
             print(f"{phase} epoch {epoch + 1}/{epochs}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k != "epoch") + f" ({time.perf_counter() - started:.1f} s)",
@@ -263,11 +268,13 @@ def train(cfg: Config) -> Path:
     run_dir = _open_run(cfg, worker)
     train_ex, val_ex, steps = _splits(run_dir, cfg, worker)
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if state.get("finished"):  # a group restarted after the chief had finished: nothing left to do
+    state = runs.read_state(run_dir)  # the schema of a single-machine run's state.json
+    if state.get("status") == "finished":  # a group restarted after the chief had finished: nothing left
         return run_dir
     started = time.time() - state.get("seconds", 0.0)
+    if worker.is_chief:
+        state.update(status="running", pid=os.getpid(), workers=worker.count)
+        runs.write_state(run_dir, state)
     with strategy.scope():
         model = model_lib.build_model(cfg)
     transfer = cfg.model != "scratch"
@@ -286,7 +293,7 @@ def train(cfg: Config) -> Path:
         state["head_val_loss"] = best
         if worker.is_chief:
             model.save(run_dir / "model.keras")
-            state_path.write_text(json.dumps(state) + "\n")
+            runs.write_state(run_dir, state)
     elif transfer:
         model.set_weights(keras.saving.load_model(run_dir / "model.keras").get_weights())
     if not transfer or cfg.fine_tune_layers > 0:
@@ -294,15 +301,21 @@ def train(cfg: Config) -> Path:
             model_lib.unfreeze_top(model, cfg.fine_tune_layers)
         cache = "none" if cfg.cache == "disk" else cfg.cache  # a disk cache per worker would collide
         local = dataclasses.replace(cfg, cache=cache)
+
+        def epoch_done(done: int) -> None:
+            state["epochs_done"] = done
+            runs.write_state(run_dir, state)
+
         _fit(strategy, worker, model, cfg,
              distribute(lambda _: make_dataset(train_ex, local, training=True).take(steps)),
              distribute(lambda _: make_dataset(val_ex, local, training=False)),
              phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
-             patience=cfg.patience, steps=steps, save_best=True)
+             patience=cfg.patience, steps=steps, save_best=True,
+             on_epoch=epoch_done)
     if worker.is_chief:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # resume state, only while training
-        state.update(seconds=round(time.time() - started, 1), workers=worker.count)
-        state_path.write_text(json.dumps(state) + "\n")
+        state.update(seconds=round(time.time() - started, 1))
+        runs.write_state(run_dir, state)
         calibrate(run_dir)
-        state_path.write_text(json.dumps({**state, "finished": True}) + "\n")
+        runs.write_state(run_dir, {**state, "status": "finished"})
     return run_dir
