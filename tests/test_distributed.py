@@ -164,3 +164,9 @@ def test_distributed_needs_a_run_name_and_tf_config(tmp_path, tree):
     assert out.returncode == 2 and "TF_CONFIG" in out.stderr
     out = catdog("launch", "--workers", "1", "--", "train", "--distributed", "--preset", "tiny", "--data", tree)
     assert out.returncode == 2 and "name=" in out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = catdog("launch", "--workers", "1", "--", "train", "--distributed", "--preset", "tiny", "--data", empty,
+                 f"runs_dir={tmp_path / 'runs'}", "name=x")
+    assert out.returncode == 2 and "no usable cat or dog pictures" in out.stderr, out.stderr
+    assert not (tmp_path / "runs" / "x").exists()  # a refused start leaves nothing behind

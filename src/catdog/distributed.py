@@ -71,16 +71,22 @@ def worker_from_env(env=os.environ) -> Worker:
 
 def _open_run(cfg: Config, worker: Worker) -> Path:
     """The run folder: made by the chief (or found again after a restart), awaited by the others."""
-    from catdog.train import _record_data
+    from catdog.train import _prepare, _record_data
 
     if not cfg.name:
         raise ConfigError("--distributed needs name=RUN, so every worker, and a restarted one, finds the same run")
     run_dir = Path(cfg.runs_dir) / cfg.name
     config_path = run_dir / "config.json"
     if worker.is_chief and not config_path.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _record_data(run_dir, cfg)
-        config_lib.save(cfg, config_path)  # written last: its presence says the folder is ready
+        prepared = _prepare(cfg)  # data checked before the folder exists: a refused start leaves nothing
+        runs.claim(run_dir)
+        run_dir.mkdir(parents=True)
+        try:
+            _record_data(run_dir, cfg, prepared)
+            config_lib.save(cfg, config_path)  # written last: its presence says the folder is ready
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     deadline = time.monotonic() + WAIT_FOR_CHIEF_S
     while not config_path.exists():
         if time.monotonic() > deadline:
