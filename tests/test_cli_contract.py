@@ -397,6 +397,7 @@ def test_sigint_during_predict(ctx, tmp_path):
     assert json.loads(first)["label"] in ("cat", "dog")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == 130, (process.returncode, err[-2000:])
     assert err.strip() == "catdog: interrupted", err
-    assert all(re.fullmatch(r"\{.*\}", line) for line in out.splitlines())  # whole lines only
+    lines = out.splitlines()
+    assert all(re.fullmatch(r"\{.*\}", line) for line in lines), lines[-3:]  # whole lines only
