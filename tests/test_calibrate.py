@@ -1,6 +1,7 @@
 import numpy as np
 
-from catdog.calibrate import expected_calibration_error, fit_temperature, probabilities
+from catdog.calibrate import fit_temperature
+from catdog.reliability import expected_calibration_error, probabilities
 
 
 def test_temperature_recovers_overconfidence():

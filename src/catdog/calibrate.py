@@ -20,7 +20,7 @@ from catdog import config as config_lib
 from catdog import data, runs, unknown
 from catdog.errors import DataError
 from catdog.predict import Predictor
-from catdog.reliability import expected_calibration_error, probabilities  # noqa: F401  (also imported from here)
+from catdog.reliability import expected_calibration_error, probabilities
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -55,8 +55,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
         keras.saving.save_model(unknown.attach_pet_detector(model, cfg), run_dir / "model.keras")
     # Raw logits and detector scores (whichever the model has), whatever model.json says.
     predictor = Predictor(run_dir, meta={})
-    scores = predictor.score_paths([str(e.path) for e in val_ex])
-    scores = list(scores)
+    scores = list(predictor.score_paths([str(e.path) for e in val_ex]))
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
     if not pairs:
         first = scores[0].error if scores else "the split is empty"

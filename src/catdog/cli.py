@@ -94,10 +94,8 @@ def _prepare(args) -> int:
 
     kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed"), data=args.data,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction)
-    defaults = config.Config()
-    kw = {k: kw.get(k, getattr(defaults, k)) for k in ("data", "val_fraction", "test_fraction", "split_seed")}
-    config.override(defaults, kw)  # the fractions together
-    work = prepare(kw["data"], kw["val_fraction"], kw["test_fraction"], kw["split_seed"], force=args.force)
+    cfg = config.override(config.Config(), kw)  # checks the fractions together
+    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force)
     report = json.loads((work / "report.json").read_text())
     print(f"{report['images']} images from {report['settings']['source']} -> {work}/manifest.csv")
     for key, count in report["counts"].items():

@@ -145,11 +145,15 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {lowered[close[0]]}?)" if close else ""
 
 
+def _spelled(name: str, choices: typing.Iterable[str]) -> str | None:
+    """The registered spelling of `name` given in any case, or None."""
+    return next((known for known in choices if known.lower() == str(name).lower()), None)
+
+
 def canonical_model(name: str) -> str:
     """The registered spelling of a model name given in any case ("mobilenet" -> "MobileNet")."""
-    for known in MODELS:
-        if known.lower() == str(name).lower():
-            return known
+    if known := _spelled(name, MODELS):
+        return known
     raise ConfigError(f"model: unknown model {name!r}{suggest(str(name), MODELS)}; choose scratch or one of "
                       f"{', '.join(BACKBONES)}")
 
@@ -248,9 +252,9 @@ def override(cfg: Config, changes: dict[str, typing.Any]) -> Config:
 
 
 def preset_name(preset: str) -> str:
-    for known in PRESETS:
-        if known.lower() == str(preset).lower():
-            return known
+    """The registered spelling of a preset name given in any case."""
+    if known := _spelled(preset, PRESETS):
+        return known
     raise ConfigError(f"unknown preset {preset!r}{suggest(str(preset), PRESETS)}; choose from: {', '.join(PRESETS)}")
 
 

@@ -130,9 +130,11 @@ class _History:
     """history.csv with the columns of a single-machine run; rows past a restored epoch are dropped."""
 
     def __init__(self, path: Path, resume_at: int):
+        from catdog.resume import history_rows
+
         self.path = path
-        rows = list(csv.DictReader(path.open())) if path.exists() else []
-        self._write([r for r in rows if int(r["epoch"]) < resume_at], "w")
+        if not history_rows(path, resume_at):  # cut to the restored epochs; a new file gets its header
+            self._write([], "w")
 
     def append(self, row: dict) -> None:
         self._write([row], "a")

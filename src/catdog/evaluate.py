@@ -11,17 +11,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
-from tqdm import tqdm
 
 from catdog import config as config_lib
 from catdog import data, provenance, runs
-from catdog.console import show_progress
+from catdog.console import progress_bar
 from catdog.errors import DataError
 from catdog.predict import Predictor
 from catdog.reliability import expected_calibration_error, probabilities
@@ -55,8 +53,7 @@ PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_
 def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, list[dict]]:
     """(metrics, one row per image) for labelled examples; unreadable files are counted, not scored."""
     started = time.perf_counter()
-    progress = tqdm(total=len(examples), unit="img", desc="scoring", delay=2, file=sys.stderr,
-                    disable=not show_progress())
+    progress = progress_bar(total=len(examples), unit="img", desc="scoring", delay=2)
     rows = []
     for example, scored in zip(examples, predictor.score_paths([str(e.path) for e in examples]), strict=True):
         progress.update()

@@ -14,7 +14,7 @@ import re
 import keras
 from keras.applications import imagenet_utils
 
-from catdog.config import BACKBONES, Config  # noqa: F401  (BACKBONES: re-exported)
+from catdog.config import BACKBONES, Config
 
 
 @keras.saving.register_keras_serializable(package="catdog")

@@ -98,10 +98,9 @@ def make_dataset(
         if cfg.augment:
             ds = ds.map(_seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
         return ds.map(lambda at, xy: xy).prefetch(tf.data.AUTOTUNE)
-    else:
-        if training:
-            ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(cfg.batch_size, drop_remainder=full_batches)
+    if training:
+        ds = ds.shuffle(len(paths), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size, drop_remainder=full_batches)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.augment:
         augment = build_augmentation(cfg)

@@ -22,6 +22,7 @@ import numpy as np
 from catdog import runtime as _runtime
 from catdog.errors import ModelError
 from catdog.images import ImageError, is_image_name, load_image
+from catdog.reliability import probabilities
 
 SHIPPED_MODEL = _runtime.SHIPPED_MODEL
 
@@ -29,11 +30,6 @@ SHIPPED_MODEL = _runtime.SHIPPED_MODEL
 def resolve_model(model: str | os.PathLike | None = None, runtime: str = "keras") -> Path:
     """The file `runtime` runs: from a run folder, a .keras or .tflite path, or None for the shipped model."""
     return _runtime.resolve(model, runtime)
-
-
-def expit(x) -> np.ndarray:
-    """The logistic sigmoid, in numpy (scipy's would cost a heavy import at start-up)."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 def is_unknown(scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bool:
@@ -120,7 +116,7 @@ class Predictor:
 
     def p_dog(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated probabilities that each image shows a dog."""
-        return expit(self.logits(pixels) / self.temperature)
+        return probabilities(self.logits(pixels), self.temperature)
 
     def load(self, path: str | bytes, name: str | None = None) -> np.ndarray:
         return load_image(path, size=self.image_size, name=name)
@@ -157,7 +153,7 @@ class Predictor:
         """The answer for one image: {"path", "label", "p_dog"[, "p_pet", "pet_energy"]} or {"path", "error"}."""
         if scored.error:
             return {"path": scored.path, "error": scored.error}
-        p_dog = float(expit(scored.logit / self.temperature))
+        p_dog = float(probabilities(scored.logit, self.temperature)[0])
         label = self.class_names[int(p_dog >= 0.5)]
         record = {"path": scored.path, "label": label, "p_dog": round(p_dog, 6)}
         if self.unknown and scored.pet:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
 from catdog import plots, report_html
+from catdog.console import progress_bar
 from catdog.evaluate import evaluate, read_predictions
 from catdog.images import ImageError, load_image
 
@@ -136,7 +134,7 @@ def figures(loaded: dict, out: Path) -> tuple[list[dict], dict[str, float]]:
          bool(cam_rows)),
     ]
     made, seconds = [], {}
-    for key, title, draw, wanted in tqdm(steps, desc="report", unit="figure", file=sys.stderr, disable=None):
+    for key, title, draw, wanted in progress_bar(steps, desc="report", unit="figure"):
         if not wanted:
             continue
         started = time.perf_counter()

@@ -81,9 +81,8 @@ def read_backup(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def history_rows(run_dir: Path, before: int) -> list[dict]:
-    """history.csv cut to the epochs before `before` (an interrupted epoch is redone, not doubled)."""
-    path = run_dir / "history.csv"
+def history_rows(path: Path, before: int) -> list[dict]:
+    """A history CSV cut, in place, to the epochs before `before` (an interrupted epoch is redone, not doubled)."""
     if not path.exists():
         return []
     with open(path, newline="") as f:

@@ -75,7 +75,7 @@ def resolve(model: str | os.PathLike | None = None, runtime: str = "keras") -> P
         raise FileNotFoundError(f"model {path} not found: expected a run folder, a .keras or a .tflite file")
     if path.suffix == ".tflite" or (path.is_dir() and (path / "saved_model.pb").exists()):
         return path
-    if path.is_file() and path.suffix != ".keras" or not (path.is_file() or path.is_dir()):
+    if (path.is_file() and path.suffix != ".keras") or not (path.is_file() or path.is_dir()):
         raise ModelError(f"{path}: expected a run folder, a .keras or a .tflite file")
     folder, keras_file = (path, path / "model.keras") if path.is_dir() else (path.parent, path)
     if not keras_file.is_file():

@@ -91,7 +91,7 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
                             epochs=(start, cfg.epochs))
     val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
     _compile(model, cfg, cfg.learning_rate, steps, cfg.epochs)
-    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir, start)]
+    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir / "history.csv", start)]
     best = min(past + [state.get("head_val_loss", np.inf)])
 
     def epoch_done(epoch, logs):
