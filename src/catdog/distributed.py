@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,10 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
     if latest := tf.train.latest_checkpoint(backup):
         checkpoint.restore(latest)
     # Each worker writes: the chief where the run is, the others to a scratch copy they delete.
-    manager = tf.train.CheckpointManager(
-        checkpoint, backup if worker.is_chief else backup.parent / f"{phase}-worker{worker.index}", max_to_keep=1)
+    # The scratch copy lives outside the run folder: a worker still saving its last epoch must
+    # not bring back the backup/ folder that the chief removes once the run is done.
+    scratch = backup if worker.is_chief else Path(tempfile.mkdtemp(prefix=f"catdog-{phase}-worker{worker.index}-"))
+    manager = tf.train.CheckpointManager(checkpoint, scratch, max_to_keep=1)
     global_batch = cfg.batch_size * replicas
 
     @tf.function
