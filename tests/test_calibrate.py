@@ -1,7 +1,7 @@
 import numpy as np
 
-from catdog.calibrate import fit_temperature
-from catdog.reliability import expected_calibration_error, probabilities
+from catdog.calibrate import fit_blend, fit_temperature
+from catdog.reliability import blend_logits, expected_calibration_error, probabilities
 
 
 def test_temperature_recovers_overconfidence():
@@ -23,3 +23,39 @@ def test_calibration_error():
 def test_probabilities_stay_finite_for_huge_logits():
     p = probabilities([-1e4, 0.0, 1e4], temperature=0.5)
     assert np.all(np.isfinite(p)) and p[0] == 0.0 and p[1] == 0.5 and p[2] == 1.0
+
+
+def _two_signals(n, seed):
+    """Labels, a logit that sees only half the cases well, and a second signal that sees the rest."""
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.5
+    sign = np.where(labels, 1.0, -1.0)
+    hard = rng.random(n) < 0.3  # the logit is blind to these; the other signal is not
+    logit = np.where(hard, rng.normal(0, 1, n), sign * rng.uniform(2, 6, n))
+    odds = sign * rng.uniform(0, 4, n) + rng.normal(0, 1, n)
+    return logit, odds, labels
+
+
+def test_a_blend_that_helps_is_kept_and_applied():
+    logit, odds, labels = _two_signals(4000, 0)
+    blend, cv = fit_blend(logit, odds, labels)
+    assert blend is not None and blend["dog_odds"] > 0 and blend["logit"] > 0
+    assert cv["blend"] < cv["temperature"]
+    logit2, odds2, labels2 = _two_signals(4000, 1)  # new data: the blend still beats temperature alone
+    blended = blend_logits({"logit": logit2, "dog_odds": odds2}, blend)
+    nll = lambda z: -np.mean(np.log(np.where(labels2, probabilities(z), 1 - probabilities(z))))  # noqa: E731
+    assert nll(blended) < nll(logit2 / fit_temperature(logit, labels)) - 0.05
+
+
+def test_a_blend_with_noise_is_refused():
+    rng = np.random.default_rng(3)
+    labels = rng.random(3000) < 0.5
+    logit = np.where(labels, 1.0, -1.0) * rng.uniform(0, 5, 3000)
+    blend, cv = fit_blend(logit, rng.normal(0, 5, 3000), labels)  # odds carrying no information
+    assert blend is None and set(cv) == {"temperature", "blend"}
+
+
+def test_blend_logits_is_the_weighted_sum():
+    z = blend_logits({"logit": np.array([1.0, -2.0]), "dog_odds": np.array([4.0, 0.0])},
+                     {"logit": 0.5, "dog_odds": 0.25, "bias": -1.0})
+    np.testing.assert_allclose(z, [0.5, -2.0])

@@ -15,7 +15,7 @@ from catdog.errors import ModelError
 from catdog.model import build_model, unfreeze_top
 from catdog.predict import SHIPPED_MODEL, Predictor, Scored
 from catdog.train import train
-from catdog.unknown import PET_CLASSES, attach_pet_detector, fit_thresholds
+from catdog.unknown import CAT_CLASSES, DOG_CLASSES, PET_CLASSES, attach_pet_detector, fit_thresholds
 
 
 def test_pet_classes_are_the_imagenet_dogs_and_cats():
@@ -67,10 +67,12 @@ def test_detector_uses_the_original_top_and_round_trips(imagenet_weights, tmp_pa
     np.testing.assert_allclose(np.ravel(out["pet_energy"]), pet_energy, atol=0.15)  # bfloat16 weights
     np.testing.assert_allclose(np.ravel(out["p_pet"]), np.exp(pet_energy - logsumexp(logits, axis=1)),
                                rtol=0.15, atol=2e-3)
+    dog_odds = logsumexp(logits[:, list(DOG_CLASSES)], axis=1) - logsumexp(logits[:, list(CAT_CLASSES)], axis=1)
+    np.testing.assert_allclose(np.ravel(out["dog_odds"]), dog_odds, atol=0.3)
 
     detector.save(tmp_path / "d.keras")
     loaded = keras.saving.load_model(tmp_path / "d.keras")
-    for name in ("p_pet", "pet_energy"):
+    for name in ("p_pet", "pet_energy", "dog_odds"):
         np.testing.assert_allclose(loaded(pixels, training=False)[name], out[name], rtol=1e-5)
     assert (tmp_path / "d.keras").stat().st_size < 20 * 2**20  # the shipped model must stay small
 
@@ -106,6 +108,19 @@ def test_training_a_backbone_fits_the_unknown_thresholds(mobilenet_run, tmp_path
     assert switched_off.record(Scored("a.jpg", 3.0, low)) == {"path": "a.jpg", "label": "dog", "p_dog": pytest.approx(
         1 / (1 + np.exp(-3.0 / meta["temperature"])), abs=1e-6)}
     assert "p_pet" not in next(switched_off.predict_paths([str(mobilenet_run / "../../data/train/cat.0.jpg")]))
+
+
+def test_a_blend_in_model_json_weighs_in_the_imagenet_odds(mobilenet_run):
+    meta = json.loads((mobilenet_run / "model.json").read_text())
+    image = str(mobilenet_run / "../../data/train/dog.0.jpg")
+    for unknown in (None, False):  # without the detector too: the answer still needs the odds
+        plain = next(Predictor(mobilenet_run, meta=meta, unknown=unknown).score_paths([image]))
+        assert plain.dog_odds is not None and np.isfinite(plain.dog_odds)
+        blend = {"logit": 0.5, "dog_odds": 2.0, "bias": -1.0}
+        blended = next(Predictor(mobilenet_run, meta={**meta, "blend": blend}, unknown=unknown).score_paths([image]))
+        assert blended.logit == pytest.approx(0.5 * plain.logit + 2.0 * plain.dog_odds - 1.0, rel=1e-4, abs=1e-4)
+    with pytest.raises(ModelError, match="blends"):
+        Predictor(mobilenet_run, meta={**meta, "blend": {"logit": 1.0, "horse_odds": 1.0}})
 
 
 def test_a_model_json_from_before_pet_energy_still_reads(mobilenet_run):

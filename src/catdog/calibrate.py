@@ -1,9 +1,11 @@
 """calibrate(run): after training, fit what turns logits into trustworthy answers.
 
 On the validation split: temperature scaling (Guo et al., 2017) so that `p_dog` is
-calibrated, and, for backbone models, the threshold of the "neither cat nor dog" detector
-(`catdog.unknown`). Both are written to the run's `model.json`; `train` ends with this step,
-and `catdog calibrate RUN` repeats it on a finished run.
+calibrated, and, for backbone models, the thresholds of the "neither cat nor dog" detector
+(`catdog.unknown`) and the blend of the fine-tuned logit with the ImageNet head's own
+dog-versus-cat log-odds, kept where it beats temperature alone (`fit_blend`). All are written
+to the run's `model.json`; `train` ends with this step, and `catdog calibrate RUN` repeats it
+on a finished run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from catdog import config as config_lib
 from catdog import data, runs, unknown
 from catdog.errors import DataError
 from catdog.predict import Predictor
-from catdog.reliability import expected_calibration_error, probabilities
+from catdog.reliability import blend_logits, expected_calibration_error, probabilities
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -36,6 +38,35 @@ def fit_temperature(logits, labels) -> float:
     result = minimize_scalar(lambda log_t: _nll(logits, labels, np.exp(log_t)),
                              bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
+
+
+def fit_blend(logits, dog_odds, labels, folds: int = 5) -> tuple[dict | None, dict]:
+    """Weights for the fine-tuned logit and the ImageNet dog-versus-cat log-odds, or None.
+
+    A logistic regression on the two numbers (it calibrates as it blends). It is kept only when
+    its log loss, cross-validated over `folds` parts of these (validation) images, beats
+    temperature scaling of the logit alone; the second value holds both figures ({} when there
+    are too few images of either class to judge).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.column_stack([np.asarray(logits, np.float64), np.asarray(dog_odds, np.float64)])
+    y = np.asarray(labels, np.float64).ravel()
+    if min(np.sum(y == 0), np.sum(y == 1)) < 10 * folds:  # too few to tell a better fit from luck
+        return None, {}
+    losses = {"temperature": [], "blend": []}
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
+        t = fit_temperature(x[fit, 0], y[fit])
+        losses["temperature"].append(_nll(x[held, 0], y[held], t) * len(held))
+        model = LogisticRegression(C=1.0).fit(x[fit], y[fit])
+        losses["blend"].append(_nll(model.decision_function(x[held]), y[held], 1.0) * len(held))
+    cv = {name: float(np.sum(values) / len(y)) for name, values in losses.items()}
+    if cv["blend"] >= cv["temperature"]:
+        return None, cv
+    model = LogisticRegression(C=1.0).fit(x, y)
+    (a, b), c = model.coef_[0], model.intercept_[0]
+    return {"logit": float(a), "dog_odds": float(b), "bias": float(c)}, cv
 
 
 def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> dict:
@@ -62,6 +93,11 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
         raise DataError(f"{run_dir}: no validation image can be read ({first}); has the data moved from {root}?")
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
     logits = np.array([s.logit for s in scored])
+    blend, blend_cv = None, None
+    if scored[0].dog_odds is not None:  # the detector's ImageNet head also answers "cat or dog?"
+        blend, blend_cv = fit_blend(logits, [s.dog_odds for s in scored], labels)
+        if blend:
+            logits = blend_logits({"logit": logits, "dog_odds": [s.dog_odds for s in scored]}, blend)
     temperature = fit_temperature(logits, labels)
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -72,6 +108,10 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
         val_ece_after=expected_calibration_error(probabilities(logits, temperature), labels),
         train_seconds=state.get("seconds"), keras=keras.__version__,
     )
+    if blend_cv:
+        meta["val_cv_log_loss"] = blend_cv  # temperature alone against the blend; the better one is used
+    if blend:
+        meta["blend"] = blend
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
         meta["unknown_thresholds"] = unknown.fit_thresholds(

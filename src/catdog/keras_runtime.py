@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog.errors import ModelError
-from catdog.runtime import quiet_stderr
+from catdog.runtime import ANSWER_OUTPUTS, quiet_stderr
 
 with quiet_stderr():  # TensorFlow writes oneDNN notices to fd 2 as it loads
     import keras
@@ -55,7 +55,8 @@ class KerasRuntime:
         out = self.model(pixels, training=False)
         if not isinstance(out, dict):
             return {"logit": out}
-        return out if self.detector else {"logit": out["logit"]}
+        # Without the detector, still the ImageNet evidence that the answer may blend in.
+        return out if self.detector else {k: v for k, v in out.items() if k in ANSWER_OUTPUTS}
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Named outputs, each (N,), for pixels (N, H, W, 3) in 0..255 (uint8 or float)."""

@@ -22,7 +22,7 @@ import numpy as np
 from catdog import runtime as _runtime
 from catdog.errors import ModelError
 from catdog.images import ImageError, is_image_name, load_image
-from catdog.reliability import probabilities
+from catdog.reliability import blend_logits, probabilities
 
 SHIPPED_MODEL = _runtime.SHIPPED_MODEL
 
@@ -58,9 +58,10 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
 
 class Scored(NamedTuple):
     path: str
-    logit: float | None = None  # uncalibrated evidence for "dog"
+    logit: float | None = None  # uncalibrated evidence for "dog" (blended, where model.json says so)
     pet: dict[str, float] | None = None  # the unknown detector's scores, where the model has one
     error: str | None = None
+    dog_odds: float | None = None  # the ImageNet head's dog-versus-cat log-odds, where the model has them
 
 
 class Predictor:
@@ -83,8 +84,13 @@ class Predictor:
         if not self.image_size:
             raise ModelError(f"{self.path}: no Resizing layer, and no model.json to give the image size")
         self.temperature = float(self.meta.get("temperature", 1.0))
+        # The fine-tuned logit weighed with the ImageNet head's dog-versus-cat log-odds (`calibrate`).
+        self.blend = self.meta.get("blend")
+        if self.blend and not set(self.blend) - {"bias"} <= set(self.runtime.output_names):
+            raise ModelError(f"{self.path}: model.json blends {sorted(set(self.blend) - {'bias'})}, the model "
+                             f"gives {self.runtime.output_names} (run `catdog calibrate`)")
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
-        self.detector_scores = [name for name in self.runtime.output_names if name != "logit"]
+        self.detector_scores = [name for name in self.runtime.output_names if name not in _runtime.ANSWER_OUTPUTS]
         self.has_detector = bool(self.detector_scores)
         self.unknown_thresholds = self.meta.get("unknown_thresholds")
         if "unknown_threshold" in self.meta:  # written before pet_energy existed: p_pet alone
@@ -105,10 +111,16 @@ class Predictor:
         return self.runtime.model
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror."""
+        """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror.
+
+        "logit" is the model's own, or its blend with the ImageNet evidence where model.json has one.
+        """
         views = [pixels, np.asarray(pixels)[:, :, ::-1]] if self.tta else [pixels]
         outs = [self.runtime.run(view) for view in views]
-        return {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
+        scores = {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
+        if self.blend:
+            scores["logit"] = blend_logits(scores, self.blend)
+        return scores
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Uncalibrated logits for a batch of pixels."""
@@ -146,7 +158,8 @@ class Predictor:
                         yield Scored(path, error=error)
                         continue
                     pet = {name: float(scores[name][at]) for name in self.detector_scores if name in scores}
-                    yield Scored(path, float(scores["logit"][at]), pet or None)
+                    odds = float(scores["dog_odds"][at]) if "dog_odds" in scores else None
+                    yield Scored(path, float(scores["logit"][at]), pet or None, dog_odds=odds)
                     at += 1
 
     def record(self, scored: Scored) -> dict:

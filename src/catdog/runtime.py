@@ -25,6 +25,8 @@ RUNTIMES = ("keras", "tflite", "tflite-int8")
 # What `catdog export` writes beside a run's model.keras (and what ships beside the packaged one).
 EXPORT_FILES = {"savedmodel": "model_savedmodel", "tflite": "model_float.tflite", "tflite-int8": "model_int8.tflite"}
 SHIPPED_MODEL = Path(__file__).parent / "assets" / "model.keras"
+# Outputs that make the cat-or-dog answer; any other output is an unknown-detector score.
+ANSWER_OUTPUTS = ("logit", "dog_odds")
 _verbose = False
 
 

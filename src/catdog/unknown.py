@@ -27,7 +27,8 @@ from catdog.model import load_backbone
 from catdog.predict import is_unknown  # noqa: F401  (the rule lives where answers are made, free of Keras)
 
 # ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
-PET_CLASSES = tuple(range(151, 269)) + tuple(range(281, 286))
+DOG_CLASSES, CAT_CLASSES = tuple(range(151, 269)), tuple(range(281, 286))
+PET_CLASSES = DOG_CLASSES + CAT_CLASSES
 
 
 @keras.saving.register_keras_serializable(package="catdog")
@@ -48,8 +49,30 @@ class PetEvidence(keras.layers.Layer):
         return (input_shape[0], 1), (input_shape[0], 1)
 
 
+@keras.saving.register_keras_serializable(package="catdog")
+class DogOdds(keras.layers.Layer):
+    """ImageNet logits -> (N, 1) float32: the log-odds of its 118 dog breeds against its 5 domestic cats.
+
+    The ImageNet classifier's own answer to "cat or dog?", learned from far more varied photos
+    than Kaggle's; `calibrate` weighs it against the fine-tuned logit (`fit_blend`).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        logits = keras.ops.cast(logits, "float32")
+        dogs, cats = (keras.ops.logsumexp(keras.ops.take(logits, classes, axis=-1), axis=-1, keepdims=True)
+                      for classes in (DOG_CLASSES, CAT_CLASSES))
+        return dogs - cats
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+
 def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
-    """`model` (a trained backbone classifier) with outputs {"logit", "p_pet", "pet_energy"}."""
+    """`model` (a trained backbone classifier) with outputs {"logit", "p_pet", "pet_energy", "dog_odds"}."""
     features = model.get_layer("features")
     backbone = features.get_layer("backbone")
     # The original weights with the ImageNet head, stored as bfloat16: this keeps the shipped
@@ -76,8 +99,10 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
         x = layer(x)  # resize and scaling, as trained
     shared = trunk(x, training=False)
     logit = model.get_layer("head")(tuned_top(shared, training=False))
-    p_pet, pet_energy = PetEvidence(name="pet_evidence")(imagenet_top(shared, training=False))
-    return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy},
+    imagenet_logits = imagenet_top(shared, training=False)
+    p_pet, pet_energy = PetEvidence(name="pet_evidence")(imagenet_logits)
+    dog_odds = DogOdds(name="dog_odds")(imagenet_logits)
+    return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy, "dog_odds": dog_odds},
                        name=f"{model.name}_with_unknown")
 
 
