@@ -47,7 +47,7 @@ def classification_metrics(labels, logits, temperature: float = 1.0) -> dict:
     )
 
 
-PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_energy", "error")
+PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_energy", "dog_odds", "error")
 
 
 def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, list[dict]]:
@@ -63,7 +63,8 @@ def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, lis
             continue
         answer = predictor.record(scored)["label"]
         p_dog = float(probabilities([scored.logit], predictor.temperature)[0])
-        rows.append({**row, "logit": scored.logit, "p_dog": p_dog, "answer": answer, **(scored.pet or {})})
+        rows.append({**row, "logit": scored.logit, "p_dog": p_dog, "answer": answer, **(scored.pet or {}),
+                     **({"dog_odds": scored.dog_odds} if scored.dog_odds is not None else {})})
     progress.close()
     seconds = time.perf_counter() - started
     ok = [r for r in rows if "error" not in r]
@@ -92,7 +93,7 @@ def read_predictions(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("logit", "p_dog", "p_pet", "pet_energy"):
+        for key in ("logit", "p_dog", "p_pet", "pet_energy", "dog_odds"):
             row[key] = float(row[key]) if row.get(key) not in (None, "") else None
     return rows
 
