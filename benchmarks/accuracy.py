@@ -8,7 +8,8 @@ Each run is evaluated on its own held-out test split (never used for training or
 anything). "Pets unknown" is the share of test cats and dogs answered "unknown"; "non-pets
 unknown" the share of the non-pet sample photos that are (benchmarks/unknown.py; empty without
 `.[bench]`). The error list is where the next improvement starts: each wrong or "unknown"
-answer with its scores. Prints Markdown and writes benchmarks/results/accuracy.json.
+answer with its scores. Prints Markdown and writes benchmarks/results/accuracy.json, keeping
+the rows of runs measured before (`--fresh` drops them).
 """
 
 from __future__ import annotations
@@ -79,17 +80,21 @@ def main() -> None:
     parser.add_argument("--tta", nargs="*", type=Path, default=[], help="run folders, evaluated with flip TTA")
     parser.add_argument("--show", type=int, default=15, help="errors to print per run (all go to the JSON)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "accuracy.json")
+    parser.add_argument("--fresh", action="store_true", help="drop the rows already in --out instead of keeping them")
     args = parser.parse_args()
-    rows = [row(run, False) for run in args.runs] + [row(run, True) for run in args.tta]
+    new = [row(run, False) for run in args.runs] + [row(run, True) for run in args.tta]
+    # Rows of runs measured before (and not again now) stay, so the table compares old and new.
+    kept = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else []
+    rows = [r for r in kept if (r["run"], r["tta"]) not in {(n["run"], n["tta"]) for n in new}] + new
     print("| run | model | px | TTA | test images | accuracy | log loss | ECE (raw -> calibrated) "
           "| pets unknown | non-pets unknown | train min | predict img/s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['run']} | {r['model']} | {r['image_size']} | {'flip' if r['tta'] else '-'} | {r['test_images']} "
               f"| {r['accuracy']:.2%} | {r['log_loss']:.4f} | {r['ece_uncalibrated']:.4f} -> {r['ece']:.4f} "
-              f"| {_share(r['pets_unknown'])} | {_share(r['non_pets_unknown'])} "
+              f"| {_share(r.get('pets_unknown'))} | {_share(r.get('non_pets_unknown'))} "
               f"| {r['train_minutes']} | {r['predict_images_per_second']} |")
-    for r in rows:
+    for r in new:
         shown = r["errors"][:args.show]
         print(f"\n{r['run']}{' (flip TTA)' if r['tta'] else ''}: {len(r['errors'])} test images wrong or "
               f"given up{f', the first {len(shown)}' if len(shown) < len(r['errors']) else ''}:")

@@ -1,13 +1,15 @@
 """How often "unknown" is answered: for photos of neither cats nor dogs, and for the test split's pets.
 
     pip install -e ".[bench]"     # scikit-image and matplotlib carry the sample photos
-    python benchmarks/unknown.py --model runs/mobilenet-224 [--non-pets DIR ...]
+    python benchmarks/unknown.py --model runs/mobilenet-224 [--non-pets DIR ...] [--curve docs/unknown-tradeoff.png]
 
 Non-pet photos: every sample picture that ships inside scikit-image, scikit-learn and
 matplotlib (photos, micrographs, textures, documents, logos), except scikit-image's cat
 "chelsea", which is checked the other way. `--non-pets DIR` adds a folder of other non-pet
 pictures as a row of its own (benchmarks/debian_photos.py makes one from Debian's packages).
-The thresholds are fitted on validation pets alone (`catdog calibrate`). Prints a table and
+The thresholds are fitted on validation pets alone (`catdog calibrate`). `--curve` refits them
+at a range of budgets (the share of validation pets given up) and draws what each costs and
+catches: test pets answered "unknown" against non-pets answered "unknown". Prints tables and
 writes benchmarks/results/unknown.json.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from catdog import data  # noqa: E402
+from catdog import data, predict, unknown  # noqa: E402
 from catdog.predict import Predictor  # noqa: E402
 
 PHOTO_SUFFIXES = (".png", ".jpg")
@@ -39,28 +41,70 @@ def sample_photos() -> tuple[list[str], list[str]]:
     return [f for f in files if f not in pets], pets
 
 
+BUDGETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
+
+
+def tradeoff(predictor: Predictor, fitted_on: list[dict], scored_sets: list[tuple[str, list[dict]]]) -> list[dict]:
+    """Per budget: thresholds fitted on the validation pets' detector scores, then each set's share unknown."""
+    points = []
+    for budget in BUDGETS:
+        thresholds = unknown.fit_thresholds({n: [s[n] for s in fitted_on] for n in predictor.detector_scores}, budget)
+        point = {"budget": budget, "thresholds": thresholds}
+        for name, scores in scored_sets:
+            point[name] = sum(predict.is_unknown(s, thresholds) for s in scores) / len(scores)
+        points.append(point)
+    return points
+
+
+def plot(points: list[dict], sets: list[tuple[str, list[str], bool]], pets: str, current: float, out: Path) -> None:
+    """Non-pets caught against test pets given up, one line per non-pet set; the model's budget marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for name, _, non_pet in sets:
+        if non_pet:
+            x, y = [100 * p[pets] for p in points], [100 * p[name] for p in points]
+            (line,) = ax.plot(x, y, "o-", label=name, markersize=4)
+            at = min(points, key=lambda p: abs(p["budget"] - current))
+            ax.plot(100 * at[pets], 100 * at[name], "o", markersize=10, mfc="none", color=line.get_color())
+    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)",
+           title=f"Unknown trade-off: thresholds fitted on validation pets (circled: budget {current:.2%})")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    print(f"trade-off curve: {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="run folder or .keras (default: the shipped model)")
     parser.add_argument("--run", help="run folder whose test split to use (default: --model)")
     parser.add_argument("--non-pets", type=Path, action="append", default=[], metavar="DIR",
                         help="a folder of pictures that show neither cats nor dogs (repeatable)")
+    parser.add_argument("--curve", type=Path, metavar="PNG",
+                        help="also sweep the budget (thresholds refitted on the validation split) and draw the curve")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unknown.json")
     args = parser.parse_args()
     predictor = Predictor(args.model, unknown=True)
     non_pets, pets = sample_photos()
     run = Path(args.run or args.model)
     root = json.loads((run / "data.json").read_text())["root"]
-    test = [str(e.path) for e in data.load_split(run / "manifest.csv", root, "test")]
+    test, val = ([str(e.path) for e in data.load_split(run / "manifest.csv", root, split)] for split in ("test", "val"))
     rows = []
     sets = [("non-pet sample photos", non_pets, True)]
     sets += [(f"non-pets in {folder.name}/", [str(folder)], True) for folder in args.non_pets]
     sets += [("pet sample photos", pets, False), ("test split cats and dogs", test, False)]
+    scored = {name: list(predictor.score_paths(predict.expand_paths(paths))) for name, paths, _ in sets}
     for name, paths, non_pet in sets:
-        records = list(predictor.predict_paths(paths))
-        unknown = [r for r in records if r.get("label") == "unknown"]
+        records = [predictor.record(s) for s in scored[name]]
+        unknown_ = [r for r in records if r.get("label") == "unknown"]
         missed = [Path(r["path"]).name for r in records if r.get("label") != "unknown"]
-        rows.append(dict(set=name, images=len(records), unknown=len(unknown), unknown_rate=len(unknown) / len(records),
+        rows.append(dict(set=name, images=len(records), unknown=len(unknown_), unknown_rate=len(unknown_) / len(records),
                          missed=missed if non_pet else None))
     print("unknown when", " or ".join(f"{k} < {v:.4g}" for k, v in predictor.unknown_thresholds.items()))
     print("| set | images | answered unknown | share |")
@@ -70,8 +114,21 @@ def main() -> None:
     for r in rows:
         if r["missed"] is not None:
             print(f"{r['set']} answered cat or dog:", ", ".join(r["missed"]) or "none")
+    result = dict(thresholds=predictor.unknown_thresholds, rows=rows)
+    if args.curve:
+        curve_sets = [s for s in sets if s[2]] + [sets[-1]]
+        val_scores = [s.pet for s in predictor.score_paths(val) if s.error is None]
+        points = tradeoff(predictor, val_scores,
+                          [(name, [s.pet for s in scored[name] if s.error is None]) for name, _, _ in curve_sets])
+        names = [name for name, _, _ in curve_sets]
+        print("\n| budget (validation pets) | " + " | ".join(names) + " |")
+        print("| --- |" + " --- |" * len(names))
+        for p in points:
+            print(f"| {p['budget']:.2%} | " + " | ".join(f"{p[n]:.1%}" for n in names) + " |")
+        plot(points, curve_sets, sets[-1][0], predictor.meta.get("unknown_budget", 0.005), args.curve)
+        result["tradeoff"] = points
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(thresholds=predictor.unknown_thresholds, rows=rows), indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

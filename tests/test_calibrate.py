@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
-from catdog.calibrate import fit_blend, fit_temperature
-from catdog.reliability import blend_logits, expected_calibration_error, probabilities
+from catdog.calibrate import fit_blend, fit_pet_score, fit_temperature
+from catdog.evidence import blend_logits, pet_score
+from catdog.reliability import expected_calibration_error, probabilities
 
 
 def test_temperature_recovers_overconfidence():
@@ -59,3 +61,23 @@ def test_blend_logits_is_the_weighted_sum():
     z = blend_logits({"logit": np.array([1.0, -2.0]), "dog_odds": np.array([4.0, 0.0])},
                      {"logit": 0.5, "dog_odds": 0.25, "bias": -1.0})
     np.testing.assert_allclose(z, [0.5, -2.0])
+
+
+def test_a_learned_pet_score_catches_non_pets_the_two_thresholds_miss():
+    rng = np.random.default_rng(4)
+    energy = rng.normal(10, 1.5, 3000)
+    pets = {"pet_energy": energy, "p_pet": 1 / (1 + np.exp(-(energy - 8 + rng.normal(0, 0.5, 3000))))}
+    # Non-pets: each score alone looks like a pet's, their combination does not.
+    non_energy = rng.normal(9, 1.0, 200)
+    non_pets = {"pet_energy": non_energy, "p_pet": 1 / (1 + np.exp(-(non_energy - 11 + rng.normal(0, 0.5, 200))))}
+    spec, report = fit_pet_score(pets, non_pets, budget=0.01)
+    assert report["caught"] > report["caught_by_two_thresholds"] + 0.2
+    assert set(spec) == {"pet_energy", "log_p_pet", "bias"}
+    scores = pet_score(non_pets, spec)
+    assert np.mean(scores < np.quantile(pet_score(pets, spec), 0.01)) == pytest.approx(report["caught"], abs=0.1)
+
+
+def test_too_few_pictures_leave_the_two_thresholds():
+    spec, report = fit_pet_score({"pet_energy": np.ones(40), "p_pet": np.ones(40)},
+                                 {"pet_energy": np.zeros(30), "p_pet": np.zeros(30)}, budget=0.005)
+    assert spec == {} and "skipped" in report

@@ -159,6 +159,8 @@ CASES = [
     ("no-offline-weights", lambda c: T(c, "model=mobilenet"), 2, "mobilenet_1_0_224_tf_no_top.h5",
      {"KERAS_HOME": "{empty_keras_home}"}),
     ("missing-weights-file", lambda c: T(c, "model=MobileNet", "weights=/nowhere/w.h5"), 2, "/nowhere/w.h5", {}),
+    ("missing-non-pets", lambda c: T(c, "unknown_non_pets=/nowhere/photos"), 2,
+     "unknown_non_pets: /nowhere/photos is not a folder", {}),
     # --config, --resume
     ("config-missing", lambda c: ["train", "--config", c.root / "nope.json"], 2, "nope.json: no such file", {}),
     ("config-is-folder", lambda c: ["train", "--config", c.run], 2, "done/run: is a folder", {}),

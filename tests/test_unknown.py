@@ -123,6 +123,20 @@ def test_a_blend_in_model_json_weighs_in_the_imagenet_odds(mobilenet_run):
         Predictor(mobilenet_run, meta={**meta, "blend": {"logit": 1.0, "horse_odds": 1.0}})
 
 
+def test_a_learned_pet_score_in_model_json_decides_unknown(mobilenet_run):
+    meta = json.loads((mobilenet_run / "model.json").read_text())
+    spec = {"pet_energy": 1.0, "log_p_pet": 2.0, "bias": -10.0}
+    predictor = Predictor(mobilenet_run, meta={**meta, "pet_score": spec, "unknown_thresholds": {"pet_score": 0.0}})
+    assert predictor.unknown and "pet_score" in predictor.detector_scores
+    record = next(predictor.predict_paths([str(mobilenet_run / "../../data/train/dog.0.jpg")]))
+    expected = record["pet_energy"] + 2.0 * np.log(record["p_pet"]) - 10.0
+    assert record["pet_score"] == pytest.approx(expected, abs=1e-3)
+    assert (record["label"] == "unknown") == (expected < 0.0)
+    high, low = ({"p_pet": 0.5, "pet_energy": e} for e in (20.0, 5.0))
+    assert predictor.record(Scored("a.jpg", 3.0, {**high, "pet_score": 1.0}))["label"] == "dog"
+    assert predictor.record(Scored("a.jpg", 3.0, {**low, "pet_score": -1.0}))["label"] == "unknown"
+
+
 def test_a_model_json_from_before_pet_energy_still_reads(mobilenet_run):
     meta = json.loads((mobilenet_run / "model.json").read_text())
     meta["unknown_threshold"] = meta.pop("unknown_thresholds")["p_pet"]

@@ -21,8 +21,9 @@ from scipy.optimize import minimize_scalar
 from catdog import config as config_lib
 from catdog import data, runs, unknown
 from catdog.errors import DataError
-from catdog.predict import Predictor
-from catdog.reliability import blend_logits, expected_calibration_error, probabilities
+from catdog.evidence import PET_SCORE_INPUTS, blend_logits, pet_score, pet_score_inputs
+from catdog.predict import Predictor, expand_paths, is_unknown
+from catdog.reliability import expected_calibration_error, probabilities
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -69,16 +70,52 @@ def fit_blend(logits, dog_odds, labels, folds: int = 5) -> tuple[dict | None, di
     return {"logit": float(a), "dog_odds": float(b), "bias": float(c)}, cv
 
 
-def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> dict:
+def fit_pet_score(pets, non_pets, budget: float, folds: int = 5) -> tuple[dict, dict]:
+    """A logistic regression of pet against not-pet on the detector's scores, and what it catches.
+
+    `pets` and `non_pets` are mappings of arrays ("p_pet", "pet_energy"). Returns model.json's
+    spec (`catdog.evidence.pet_score`) and, cross-validated over `folds` parts of both sets, the
+    share of non-pets below the threshold that gives up `budget` of the (held-out) pets, beside
+    the same share for the two-threshold rule (whose thresholds never see the non-pets).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.vstack([pet_score_inputs(pets), pet_score_inputs(non_pets)])
+    y = np.r_[np.ones(len(x) - len(pet_score_inputs(non_pets))), np.zeros(len(pet_score_inputs(non_pets)))]
+    if (y == 1).sum() < max(10 * folds, 1 / budget) or (y == 0).sum() < 2 * folds:
+        return {}, {"non_pets": int((y == 0).sum()), "budget": budget, "skipped": "too few pictures to judge"}
+
+    def model():
+        return LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+
+    held_out = np.zeros(len(y))
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
+        held_out[held] = model().fit(x[fit], y[fit]).decision_function(x[held])
+    threshold = np.quantile(held_out[y == 1], budget)
+    rule = unknown.fit_thresholds({k: np.asarray(pets[k]) for k in ("p_pet", "pet_energy")}, budget)
+    rule_caught = np.mean([is_unknown({k: non_pets[k][i] for k in rule}, rule) for i in range(int((y == 0).sum()))])
+    fitted = model().fit(x, y)
+    spec = {name: float(w) for name, w in zip(PET_SCORE_INPUTS, fitted.coef_[0])}
+    spec["bias"] = float(fitted.intercept_[0])
+    report = {"non_pets": int((y == 0).sum()), "budget": budget, "caught": float(np.mean(held_out[y == 0] < threshold)),
+              "caught_by_two_thresholds": float(rule_caught)}
+    return spec, report
+
+
+def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unknown_non_pets: str | None = None) -> dict:
     """Fits temperature (and the unknown thresholds) on the run's validation split; returns model.json.
 
     `unknown_budget` (default: the run's config) is the share of validation cats and dogs that
-    the unknown detector may give up.
+    the unknown detector may give up. `unknown_non_pets` (default: the run's config), a folder of
+    pictures of neither, lets it learn one score from both kinds (`fit_pet_score`), used where it
+    catches more of them in cross-validation than the two thresholds do.
     """
     run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
-    if unknown_budget is not None:
-        cfg = config_lib.override(cfg, {"unknown_budget": unknown_budget})
+    changes = {k: v for k, v in (("unknown_budget", unknown_budget), ("unknown_non_pets", unknown_non_pets))
+               if v is not None}
+    cfg = config_lib.override(cfg, changes)
     root = json.loads((run_dir / "data.json").read_text())["root"]
     val_ex = data.load_split(run_dir / "manifest.csv", root, "val", cfg.max_images, cfg.seed)
     model = keras.saving.load_model(run_dir / "model.keras")
@@ -114,7 +151,27 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None) -> di
         meta["blend"] = blend
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
-        meta["unknown_thresholds"] = unknown.fit_thresholds(
-            {name: [s.pet[name] for s in scored] for name in predictor.detector_scores}, cfg.unknown_budget)
+        pets = {name: np.array([s.pet[name] for s in scored]) for name in predictor.detector_scores}
+        if cfg.unknown_non_pets:
+            spec, meta["pet_score_fit"] = fit_pet_score(pets, _non_pet_scores(predictor, cfg.unknown_non_pets),
+                                                        cfg.unknown_budget)
+            meta["pet_score_fit"]["folder"] = cfg.unknown_non_pets
+            # Kept only where it beats the two thresholds; too few validation pets to judge: not kept.
+            if meta["pet_score_fit"].get("caught", 0) > meta["pet_score_fit"].get("caught_by_two_thresholds", 1):
+                meta["pet_score"] = spec
+                pets = {"pet_score": pet_score(pets, spec)}
+        meta["unknown_thresholds"] = unknown.fit_thresholds(pets, cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _non_pet_scores(predictor: Predictor, folder: str) -> dict[str, np.ndarray]:
+    """The detector's scores of the pictures in `folder` (unreadable ones skipped)."""
+    if not Path(folder).expanduser().is_dir():
+        raise DataError(f"unknown_non_pets: {folder} is not a folder")
+    paths = expand_paths([str(Path(folder).expanduser())])
+    scored = [s.pet for s in predictor.score_paths(paths) if s.error is None and s.pet]
+    if len(scored) < 20:
+        raise DataError(f"unknown_non_pets: {folder} has {len(scored)} readable pictures; the learned score "
+                        f"needs at least 20 pictures of neither cats nor dogs")
+    return {name: np.array([s[name] for s in scored]) for name in ("p_pet", "pet_energy")}

@@ -65,6 +65,7 @@ class Config:
     fine_tune_layers: int = 0  # unfreeze this many layers at the top of the backbone; 0 = frozen only
     unknown: bool = True  # add the ImageNet pet detector, so predict can answer "unknown"
     unknown_budget: float = 0.005  # share of validation cats and dogs allowed to fall below its threshold
+    unknown_non_pets: str = ""  # a folder of pictures of neither cats nor dogs: the detector learns one score from them
 
     # --- bookkeeping
     seed: int = 1337  # weights, sampling and the per-epoch data order

@@ -21,8 +21,9 @@ import numpy as np
 
 from catdog import runtime as _runtime
 from catdog.errors import ModelError
+from catdog.evidence import blend_logits, pet_score
 from catdog.images import ImageError, is_image_name, load_image
-from catdog.reliability import blend_logits, probabilities
+from catdog.reliability import probabilities
 
 SHIPPED_MODEL = _runtime.SHIPPED_MODEL
 
@@ -91,6 +92,10 @@ class Predictor:
                              f"gives {self.runtime.output_names} (run `catdog calibrate`)")
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
         self.detector_scores = [name for name in self.runtime.output_names if name not in _runtime.ANSWER_OUTPUTS]
+        # The detector's scores weighed into one, learned against pictures of neither (`calibrate`).
+        self.pet_score = self.meta.get("pet_score")
+        if self.pet_score and {"p_pet", "pet_energy"} <= set(self.detector_scores):
+            self.detector_scores.append("pet_score")
         self.has_detector = bool(self.detector_scores)
         self.unknown_thresholds = self.meta.get("unknown_thresholds")
         if "unknown_threshold" in self.meta:  # written before pet_energy existed: p_pet alone
@@ -113,13 +118,16 @@ class Predictor:
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror.
 
-        "logit" is the model's own, or its blend with the ImageNet evidence where model.json has one.
+        "logit" is the model's own, or its blend with the ImageNet evidence where model.json has one;
+        "pet_score" is added where model.json has a learned one.
         """
         views = [pixels, np.asarray(pixels)[:, :, ::-1]] if self.tta else [pixels]
         outs = [self.runtime.run(view) for view in views]
         scores = {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
         if self.blend:
             scores["logit"] = blend_logits(scores, self.blend)
+        if "pet_score" in self.detector_scores and "p_pet" in scores:
+            scores["pet_score"] = pet_score(scores, self.pet_score)
         return scores
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:

@@ -15,19 +15,6 @@ def probabilities(logits, temperature: float = 1.0) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def blend_logits(scores, blend) -> np.ndarray:
-    """`blend["bias"]` plus each named score times its weight: the calibrated evidence for "dog".
-
-    `scores` maps names ("logit", "dog_odds") to arrays; `blend` is what `calibrate.fit_blend`
-    wrote to model.json, e.g. {"logit": 0.9, "dog_odds": 0.1, "bias": 0.02}.
-    """
-    total = np.full(np.shape(scores["logit"]), float(blend.get("bias", 0.0)))
-    for name, weight in blend.items():
-        if name != "bias":
-            total = total + float(weight) * np.asarray(scores[name], dtype=np.float64)
-    return total
-
-
 def confidence_bins(p_positive, labels, bins: int = 15) -> list[tuple[float, float, int]]:
     """(mean confidence, accuracy, count) per equal-width bin of the confidence in the answer given.
 

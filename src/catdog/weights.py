@@ -53,7 +53,14 @@ def _found(name: str, exact: bool, top: bool) -> bool:
 
 
 def check_weights(cfg: Config) -> None:
-    """Raises a ConfigError naming the missing file unless `cfg`'s backbone weights are on this machine."""
+    """Raises a ConfigError naming the missing file unless `cfg`'s backbone weights are on this machine.
+
+    Also checks the other file a run reads only at its end, the unknown detector's non-pet folder,
+    so that a typo fails before training, not after.
+    """
+    if cfg.unknown_non_pets and not Path(cfg.unknown_non_pets).expanduser().is_dir():
+        raise ConfigError(f"unknown_non_pets: {cfg.unknown_non_pets} is not a folder; expected pictures of "
+                          f"neither cats nor dogs (benchmarks/debian_photos.py makes one)")
     if cfg.model == "scratch" or cfg.weights == "none":
         return
     if cfg.weights != "imagenet":
