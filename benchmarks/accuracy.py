@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from catdog.evaluate import evaluate, read_predictions  # noqa: E402
 from catdog.predict import Predictor  # noqa: E402
 
-SCORES = ("p_dog", "logit", "dog_odds", "p_pet", "pet_energy")
+SCORES = ("p_dog", "logit", "dog_odds", "p_pet", "pet_energy", "pet_score")
 
 
 def non_pet_rate(run: Path) -> float | None:

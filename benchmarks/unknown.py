@@ -44,37 +44,45 @@ def sample_photos() -> tuple[list[str], list[str]]:
 BUDGETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
 
 
-def tradeoff(predictor: Predictor, fitted_on: list[dict], scored_sets: list[tuple[str, list[dict]]]) -> list[dict]:
-    """Per budget: thresholds fitted on the validation pets' detector scores, then each set's share unknown."""
+RULES = {"two thresholds (p_pet, pet_energy)": ("p_pet", "pet_energy"), "learned pet_score": ("pet_score",)}
+
+
+def tradeoff(fitted_on: list[dict], scored_sets: list[tuple[str, list[dict]]]) -> list[dict]:
+    """Per rule the model can use and per budget: thresholds fitted on the validation pets' scores, then
+    each set's share answered "unknown"."""
     points = []
-    for budget in BUDGETS:
-        thresholds = unknown.fit_thresholds({n: [s[n] for s in fitted_on] for n in predictor.detector_scores}, budget)
-        point = {"budget": budget, "thresholds": thresholds}
-        for name, scores in scored_sets:
-            point[name] = sum(predict.is_unknown(s, thresholds) for s in scores) / len(scores)
-        points.append(point)
+    for rule, names in RULES.items():
+        if not all(name in fitted_on[0] for name in names):
+            continue  # no learned score in this model.json
+        for budget in BUDGETS:
+            thresholds = unknown.fit_thresholds({n: [s[n] for s in fitted_on] for n in names}, budget)
+            point = {"rule": rule, "budget": budget, "thresholds": thresholds}
+            for name, scores in scored_sets:
+                point[name] = sum(predict.is_unknown(s, thresholds) for s in scores) / len(scores)
+            points.append(point)
     return points
 
 
-def plot(points: list[dict], sets: list[tuple[str, list[str], bool]], pets: str, current: float, out: Path) -> None:
-    """Non-pets caught against test pets given up, one line per non-pet set; the model's budget marked."""
+def plot(points: list[dict], non_pet_sets: list[str], pets: str, current: float, out: Path) -> None:
+    """Non-pets caught against test pets given up: a line per rule and non-pet set; the model's budget circled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    for name, _, non_pet in sets:
-        if non_pet:
-            x, y = [100 * p[pets] for p in points], [100 * p[name] for p in points]
-            (line,) = ax.plot(x, y, "o-", label=name, markersize=4)
-            at = min(points, key=lambda p: abs(p["budget"] - current))
+    for rule in dict.fromkeys(p["rule"] for p in points):
+        for name, style in zip(non_pet_sets, ("o-", "s--", "^:")):
+            line_points = [p for p in points if p["rule"] == rule]
+            x, y = [100 * p[pets] for p in line_points], [100 * p[name] for p in line_points]
+            (line,) = ax.plot(x, y, style, label=f"{rule}: {name}", markersize=4)
+            at = min(line_points, key=lambda p: abs(p["budget"] - current))
             ax.plot(100 * at[pets], 100 * at[name], "o", markersize=10, mfc="none", color=line.get_color())
-    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)",
+    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)", xlim=(0, 2.5),
            title=f"Unknown trade-off: thresholds fitted on validation pets (circled: budget {current:.2%})")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     print(f"trade-off curve: {out}")
@@ -97,7 +105,9 @@ def main() -> None:
     test, val = ([str(e.path) for e in data.load_split(run / "manifest.csv", root, split)] for split in ("test", "val"))
     rows = []
     sets = [("non-pet sample photos", non_pets, True)]
-    sets += [(f"non-pets in {folder.name}/", [str(folder)], True) for folder in args.non_pets]
+    fitted_on = Path(predictor.meta.get("pet_score_fit", {}).get("folder", "")).expanduser().resolve()
+    sets += [(f"non-pets in {folder.name}/" + (" (the learned score's own)" if folder.resolve() == fitted_on else ""),
+              [str(folder)], True) for folder in args.non_pets]
     sets += [("pet sample photos", pets, False), ("test split cats and dogs", test, False)]
     scored = {name: list(predictor.score_paths(predict.expand_paths(paths))) for name, paths, _ in sets}
     for name, paths, non_pet in sets:
@@ -118,14 +128,14 @@ def main() -> None:
     if args.curve:
         curve_sets = [s for s in sets if s[2]] + [sets[-1]]
         val_scores = [s.pet for s in predictor.score_paths(val) if s.error is None]
-        points = tradeoff(predictor, val_scores,
-                          [(name, [s.pet for s in scored[name] if s.error is None]) for name, _, _ in curve_sets])
+        points = tradeoff(val_scores, [(name, [s.pet for s in scored[name] if s.error is None])
+                                       for name, _, _ in curve_sets])
         names = [name for name, _, _ in curve_sets]
-        print("\n| budget (validation pets) | " + " | ".join(names) + " |")
-        print("| --- |" + " --- |" * len(names))
+        print("\n| rule | budget (validation pets) | " + " | ".join(names) + " |")
+        print("| --- | --- |" + " --- |" * len(names))
         for p in points:
-            print(f"| {p['budget']:.2%} | " + " | ".join(f"{p[n]:.1%}" for n in names) + " |")
-        plot(points, curve_sets, sets[-1][0], predictor.meta.get("unknown_budget", 0.005), args.curve)
+            print(f"| {p['rule']} | {p['budget']:.2%} | " + " | ".join(f"{p[n]:.1%}" for n in names) + " |")
+        plot(points, names[:-1], names[-1], predictor.meta.get("unknown_budget", 0.005), args.curve)
         result["tradeoff"] = points
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

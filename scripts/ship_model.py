@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from catdog import model as _registers_custom_layers  # noqa: E402,F401
+from catdog import unknown as _registers_detector_layers  # noqa: E402,F401
 from catdog.export import export, summary  # noqa: E402
 from catdog.predict import SHIPPED_MODEL  # noqa: E402
 from catdog.runtime import EXPORT_FILES  # noqa: E402

@@ -17,6 +17,7 @@ from PIL import Image
 
 from catdog import config, plots
 from catdog.evaluate import evaluate_data, read_predictions
+from catdog.predict import SHIPPED_MODEL
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DPI = plots.DPI
@@ -144,7 +145,8 @@ def test_report_of_an_evaluation_shows_pets_given_up(shipped_report):
     assert result["run"] is None and result["model"].endswith("model.keras") and result["unknown_rate"] > 0
     check_png(html.parent / "unknown.png")
     text = html.read_text()
-    assert "answered &quot;unknown&quot;" in text and "the shipped model (mobilenet-224)" in text
+    shipped_run = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["source"]["run"]
+    assert "answered &quot;unknown&quot;" in text and f"the shipped model ({shipped_run})" in text
     assert not (html.parent / "curves.png").exists()
 
 

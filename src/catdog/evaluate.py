@@ -47,7 +47,8 @@ def classification_metrics(labels, logits, temperature: float = 1.0) -> dict:
     )
 
 
-PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_energy", "dog_odds", "error")
+PREDICTION_FIELDS = ("path", "label", "logit", "p_dog", "answer", "p_pet", "pet_energy", "pet_score", "dog_odds",
+                     "error")
 
 
 def score(predictor: Predictor, examples: list[data.Example]) -> tuple[dict, list[dict]]:
@@ -93,7 +94,7 @@ def read_predictions(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("logit", "p_dog", "p_pet", "pet_energy", "dog_odds"):
+        for key in ("logit", "p_dog", "p_pet", "pet_energy", "pet_score", "dog_odds"):
             row[key] = float(row[key]) if row.get(key) not in (None, "") else None
     return rows
 

@@ -11,6 +11,8 @@ class Record(BaseModel):
     p_dog: float = Field(description="calibrated probability that the image shows a dog")
     p_pet: float | None = Field(None, description="the unknown detector: ImageNet probability mass on pets")
     pet_energy: float | None = Field(None, description="the unknown detector: log-sum-exp of the pet logits")
+    pet_score: float | None = Field(None, description="the unknown detector: both scores weighed into one, learned "
+                                                      "against pictures of neither (where the model has it)")
 
 
 class Results(BaseModel):
