@@ -178,5 +178,5 @@ def test_pet_detector_splits_a_residual_backbone_at_a_block_boundary():
     unfreeze_top(model, cfg.fine_tune_layers)
     with_detector = attach_pet_detector(model, cfg)
     out = with_detector(np.zeros((2, 64, 64, 3), np.float32))
-    assert sorted(out) == ["logit", "p_pet", "pet_energy"]
+    assert sorted(out) == ["dog_odds", "logit", "p_pet", "pet_energy"]
     assert all(np.isfinite(np.asarray(v)).all() and v.shape == (2, 1) for v in out.values())

@@ -93,7 +93,7 @@ def test_shipped_model_skips_the_detector_branch_and_exports_map_to_keras(tmp_pa
     from catdog.explain import Explainer
 
     explainer = Explainer()  # the shipped model: outputs a dict, the trunk shared with the detector
-    assert [layer.name for layer in explainer.path] == ["tuned_top", "conv_pw_13_relu"]
+    assert [layer.name for layer in explainer.path] == ["tuned_top", "top_relu6"]  # EfficientNet-Lite0's last conv
     assert explainer.overlay(np.full((50, 70, 3), 128, np.uint8)).shape == (50, 70, 3)
     assert runtime.keras_source(runtime.SHIPPED_MODEL.parent / "model_float.tflite") == runtime.SHIPPED_MODEL
     run = tmp_path / "run"

@@ -6,7 +6,7 @@ from conftest import synthetic_image, write_kaggle_tree
 
 from catdog import config
 from catdog.images import load_image
-from catdog.predict import Predictor, expand_paths, resolve_model
+from catdog.predict import Predictor, expand_paths, resolve_model, shown_probability
 from catdog.train import train
 
 
@@ -77,3 +77,10 @@ def test_resolve_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="catdog export .* --format tflite-int8"):
         resolve_model(tmp_path, "tflite-int8")
     assert resolve_model(tmp_path, "auto") == tmp_path / "model.keras"  # no export yet: Keras
+
+
+@pytest.mark.parametrize("p, shown", [(0.5689779567, 0.568978), (7.49765282545e-08, 7.49765e-08),
+                                      (1 - 7.8770123e-08, 1 - 7.877e-08), (0.0, 0.0), (1.0, 1.0)])
+def test_confident_probabilities_keep_their_significant_digits(p, shown):
+    assert shown_probability(p) == pytest.approx(shown, rel=1e-9, abs=1e-15)
+    assert 0.0 < shown_probability(p) < 1.0 or p in (0.0, 1.0)

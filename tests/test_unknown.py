@@ -180,5 +180,6 @@ def test_the_shipped_model_answers_unknown_for_a_blank_page_and_noise(tmp_path):
     predictor = Predictor()
     records = list(predictor.predict_paths([tmp_path / "blank.png", tmp_path / "noise.png"]))
     assert [r["label"] for r in records] == ["unknown", "unknown"], records
-    # A blank page leaves cats and dogs a share of a flat softmax; their logits give it away.
-    assert records[0]["pet_energy"] < predictor.unknown_thresholds["pet_energy"]
+    # A blank page leaves cats and dogs a share of a flat softmax; the learned score, which
+    # weighs their logits (pet_energy) most, gives it away.
+    assert records[0]["pet_score"] < predictor.unknown_thresholds["pet_score"]

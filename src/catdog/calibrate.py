@@ -81,10 +81,11 @@ def fit_pet_score(pets, non_pets, budget: float, folds: int = 5) -> tuple[dict, 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    x = np.vstack([pet_score_inputs(pets), pet_score_inputs(non_pets)])
-    y = np.r_[np.ones(len(x) - len(pet_score_inputs(non_pets))), np.zeros(len(pet_score_inputs(non_pets)))]
-    if (y == 1).sum() < max(10 * folds, 1 / budget) or (y == 0).sum() < 2 * folds:
-        return {}, {"non_pets": int((y == 0).sum()), "budget": budget, "skipped": "too few pictures to judge"}
+    x_pets, x_non_pets = pet_score_inputs(pets), pet_score_inputs(non_pets)
+    x, y = np.vstack([x_pets, x_non_pets]), np.r_[np.ones(len(x_pets)), np.zeros(len(x_non_pets))]
+    report = {"non_pets": len(x_non_pets), "budget": budget}
+    if len(x_pets) < max(10 * folds, 1 / budget) or len(x_non_pets) < 2 * folds:
+        return {}, {**report, "skipped": "too few pictures to judge"}
 
     def model():
         return LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
@@ -94,13 +95,12 @@ def fit_pet_score(pets, non_pets, budget: float, folds: int = 5) -> tuple[dict, 
         held_out[held] = model().fit(x[fit], y[fit]).decision_function(x[held])
     threshold = np.quantile(held_out[y == 1], budget)
     rule = unknown.fit_thresholds({k: np.asarray(pets[k]) for k in ("p_pet", "pet_energy")}, budget)
-    rule_caught = np.mean([is_unknown({k: non_pets[k][i] for k in rule}, rule) for i in range(int((y == 0).sum()))])
+    by_rule = [is_unknown({k: non_pets[k][i] for k in rule}, rule) for i in range(len(x_non_pets))]
     fitted = model().fit(x, y)
     spec = {name: float(w) for name, w in zip(PET_SCORE_INPUTS, fitted.coef_[0])}
     spec["bias"] = float(fitted.intercept_[0])
-    report = {"non_pets": int((y == 0).sum()), "budget": budget, "caught": float(np.mean(held_out[y == 0] < threshold)),
-              "caught_by_two_thresholds": float(rule_caught)}
-    return spec, report
+    return spec, {**report, "caught": float(np.mean(held_out[y == 0] < threshold)),
+                  "caught_by_two_thresholds": float(np.mean(by_rule))}
 
 
 def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unknown_non_pets: str | None = None) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,16 @@ def resolve_model(model: str | os.PathLike | None = None, runtime: str = "keras"
 def is_unknown(scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bool:
     """True when any of the unknown detector's scores is below its threshold (`catdog.unknown`)."""
     return any(scores[name] < threshold for name, threshold in thresholds.items())
+
+
+def shown_probability(p: float) -> float:
+    """`p` rounded to 6 decimals, or more near 0 and 1: 6 significant digits of min(p, 1 - p).
+
+    A confident 7.5e-08 stays 7.5e-08 rather than 0.0, which would make a log loss computed
+    from the output infinite.
+    """
+    tail = min(p, 1.0 - p)
+    return round(p, 15 if tail <= 0 else 6 + max(0, math.floor(-math.log10(tail))))
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
@@ -176,7 +187,7 @@ class Predictor:
             return {"path": scored.path, "error": scored.error}
         p_dog = float(probabilities(scored.logit, self.temperature)[0])
         label = self.class_names[int(p_dog >= 0.5)]
-        record = {"path": scored.path, "label": label, "p_dog": round(p_dog, 6)}
+        record = {"path": scored.path, "label": label, "p_dog": shown_probability(p_dog)}
         if self.unknown and scored.pet:
             record.update((name, round(value, 6)) for name, value in scored.pet.items())
             if is_unknown(scored.pet, self.unknown_thresholds):
