@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +39,16 @@ def write_kaggle_tree(root: Path, per_class: int = 40, seed: int = 0) -> Path:
         for i in range(per_class):
             synthetic_image(label, rng).save(root / "train" / f"{name}.{i}.jpg", quality=95)
     return root
+
+
+@contextlib.contextmanager
+def module_workspace(tmp_path_factory, name: str, per_class: int):
+    """(root, Kaggle-style tree) for a module-scoped fixture, with its own CATDOG_HOME while the
+    block runs (the per-test `catdog_home` is not set up for module fixtures)."""
+    root = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CATDOG_HOME", str(root / "home"))
+        yield root, write_kaggle_tree(root / "data", per_class=per_class)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_image, write_kaggle_tree
+from conftest import module_workspace, synthetic_image
 
 from catdog import config
 from catdog.images import load_image
@@ -12,10 +12,7 @@ from catdog.train import train
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    tree = write_kaggle_tree(root / "data", per_class=12)
-    with pytest.MonkeyPatch.context() as patch:  # the per-test CATDOG_HOME is not set up yet
-        patch.setenv("CATDOG_HOME", str(root / "home"))
+    with module_workspace(tmp_path_factory, "predict", per_class=12) as (root, tree):
         return train(config.resolve("tiny", [f"data={tree}", f"runs_dir={root / 'runs'}", "name=p"]))
 
 

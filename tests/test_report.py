@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_image, write_kaggle_tree
+from conftest import module_workspace, synthetic_image
 from PIL import Image
 
 from catdog import config, plots
@@ -28,10 +28,7 @@ def transfer_run(tmp_path_factory):
     """A two-phase (head, then fine-tuning) MobileNet run on synthetic pictures, in seconds."""
     from catdog.train import train
 
-    root = tmp_path_factory.mktemp("transfer")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CATDOG_HOME", str(root / "home"))
-        tree = write_kaggle_tree(root / "data", per_class=30)
+    with module_workspace(tmp_path_factory, "transfer", per_class=30) as (root, tree):
         cfg = config.resolve("tiny", ["model=MobileNet", "weights=none", "image_size=32", "unknown=false",
                                       "head_epochs=3", "epochs=2", "fine_tune_layers=4", "max_images=0",
                                       f"data={tree}", f"runs_dir={root / 'runs'}", "name=transfer"])
@@ -132,10 +129,7 @@ def shipped_report(tmp_path_factory):
     """The shipped model (with its unknown detector) evaluated on synthetic stripes, and its report."""
     from catdog.report import report
 
-    root = tmp_path_factory.mktemp("shipped")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CATDOG_HOME", str(root / "home"))
-        tree = write_kaggle_tree(root / "data", per_class=8)
+    with module_workspace(tmp_path_factory, "shipped", per_class=8) as (root, tree):
         result = evaluate_data(tree, out=root / "eval")
         yield result, report(root / "eval", out=root / "report")
 

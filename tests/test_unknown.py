@@ -4,7 +4,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import write_kaggle_tree
+from conftest import module_workspace
 from PIL import Image
 from scipy.special import logsumexp
 
@@ -79,10 +79,7 @@ def test_detector_uses_the_original_top_and_round_trips(imagenet_weights, tmp_pa
 
 @pytest.fixture(scope="module")
 def mobilenet_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unknown")
-    tree = write_kaggle_tree(root / "data", per_class=20)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CATDOG_HOME", str(root / "home"))
+    with module_workspace(tmp_path_factory, "unknown", per_class=20) as (root, tree):
         cfg = config.resolve("tiny", [f"data={tree}", f"runs_dir={root / 'runs'}", "name=m", "model=MobileNet",
                                       "image_size=224", "fine_tune_layers=0", "head_epochs=2"])
         try:

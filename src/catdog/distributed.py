@@ -174,7 +174,7 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
     backup = run_dir / "backup" / phase
     if latest := tf.train.latest_checkpoint(backup):
         checkpoint.restore(latest)
-    # Each worker writes: the chief where the run is, the others to a scratch copy they delete.
+    # Each worker writes: the chief where the run is, the others to a scratch copy deleted at the end.
     # The scratch copy lives outside the run folder: a worker still saving its last epoch must
     # not bring back the backup/ folder that the chief removes once the run is done.
     scratch = backup if worker.is_chief else Path(tempfile.mkdtemp(prefix=f"catdog-{phase}-worker{worker.index}-"))
@@ -238,14 +238,14 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
                         tf.summary.scalar(f"epoch_{name}", row[prefix + name], step=epoch)
                 writer.flush()
         manager.save()
-        if not worker.is_chief:
-            shutil.rmtree(manager.directory, ignore_errors=True)
-        elif on_epoch:
+        if worker.is_chief and on_epoch:
             on_epoch(epoch + 1)
         if worker.is_chief:
             print(f"{phase} epoch {epoch + 1}/{epochs}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k != "epoch") + f" ({time.perf_counter() - started:.1f} s)",
                 flush=True, file=sys.stderr)
+    if not worker.is_chief:
+        shutil.rmtree(scratch, ignore_errors=True)
     for variable, weight in zip(best_weights, model.weights):
         weight.assign(variable)
     return float(best_var.numpy())

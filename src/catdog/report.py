@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from catdog import plots, report_html
 from catdog.console import progress_bar
 from catdog.evaluate import evaluate, read_predictions
