@@ -76,6 +76,14 @@ def pytest_configure(config):
     if MOBILENET_WEIGHTS.is_dir():
         shutil.copytree(MOBILENET_WEIGHTS, home / "models")
     os.environ["KERAS_HOME"] = str(home)
+    config.catdog_keras_home = home
+
+
+def pytest_unconfigure(config):
+    """Removes that cache (about 90 MB of weights a run) once the tests are done."""
+    home = getattr(config, "catdog_keras_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
