@@ -381,7 +381,8 @@ def test_sigint_during_train_leaves_a_resumable_run(ctx, tmp_path):
     _wait_for(one_epoch_done, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and out == ""
+    # What it printed, if the interrupt was lost (seen once, under load; 12 tries under load did not repeat it).
+    assert process.returncode == 130 and out == "", (process.returncode, out[-300:], err[-3000:])
     assert err.count("\n") == 1 and "--resume" in err and str(runs / "stopped") in err, err
     state = json.loads((runs / "stopped" / "state.json").read_text())
     assert state["status"] == "interrupted" and state["epochs_done"] >= 1
