@@ -135,3 +135,15 @@ def test_a_set_not_divisible_by_the_batch_trains(tmp_path):
             "batch_size=17", "epochs=2", f"runs_dir={tmp_path / 'runs'}", "name=odd"]
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
+    tree = write_kaggle_tree(tmp_path / "data", per_class=100)
+    cfg = config.resolve("tiny", LEARN + [f"data={tree}", f"runs_dir={tmp_path / 'runs'}", "name=bf16",
+                                          "precision=bfloat16"])
+    run_dir = train(cfg)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+    model = keras.saving.load_model(run_dir / "model.keras")
+    policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
+    assert policies == {"float32"}, policies
+    assert evaluate(run_dir)["accuracy"] >= 0.85  # chance is 0.5

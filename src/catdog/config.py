@@ -58,6 +58,7 @@ class Config:
     weight_decay: float = 0.05  # AdamW's decoupled decay, scaled by the learning rate
     label_smoothing: float = 0.0  # targets 0/1 pulled this far towards 0.5
     patience: int = 8  # early stopping: epochs without a better validation loss
+    precision: str = "float32"  # "bfloat16": mixed precision, ~1.6x faster where the CPU has AVX512-BF16
 
     # --- transfer learning (ignored by model="scratch")
     head_epochs: int = 30  # frozen phase, on cached backbone features
@@ -131,7 +132,7 @@ MODELS = ("scratch", *BACKBONES)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TYPES = typing.get_type_hints(Config)
-_CHOICES = {"cache": ("memory", "disk", "none")}
+_CHOICES = {"cache": ("memory", "disk", "none"), "precision": ("float32", "bfloat16")}
 # Closed ranges unless marked: (low, high, high is excluded).
 _RANGES = {
     "image_size": (16, 1024, False), "width": (1, 512, False), "stages": (1, 8, False),

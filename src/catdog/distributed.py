@@ -286,45 +286,48 @@ def train(cfg: Config) -> Path:
     if worker.is_chief:
         state.update(status="running", pid=os.getpid(), workers=worker.count)
         runs.write_state(run_dir, state)
-    with strategy.scope():
-        model = model_lib.build_model(cfg)
-    transfer = cfg.model != "scratch"
-    distribute = strategy.distribute_datasets_from_function  # each worker feeds its own shard
-    if transfer and "head_val_loss" not in state:
-        plain = dataclasses.replace(cfg, cache="none", augment=False)
-        extractor = model.get_layer("features")
-        head_train = _features(extractor, make_dataset(train_ex, plain, training=False))
-        head_val = _features(extractor, make_dataset(val_ex, plain, training=False))
-        best = _fit(strategy, worker, model.get_layer("head"), cfg,
-                    distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed)
-                               .batch(cfg.batch_size, drop_remainder=True).take(steps)),
-                    distribute(lambda _: head_val.batch(cfg.batch_size)),
-                    phase="head", run_dir=run_dir, lr=cfg.head_learning_rate, epochs=cfg.head_epochs,
-                    patience=max(cfg.patience, 5), steps=steps, save_best=False)
-        state["head_val_loss"] = best
-        if worker.is_chief:
-            model.save(run_dir / "model.keras")
-            runs.write_state(run_dir, state)
-    elif transfer:
-        model.set_weights(keras.saving.load_model(run_dir / "model.keras").get_weights())
-    if not transfer or cfg.fine_tune_layers > 0:
-        if transfer:
-            model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-        cache = "none" if cfg.cache == "disk" else cfg.cache  # a disk cache per worker would collide
-        local = dataclasses.replace(cfg, cache=cache)
+    with model_lib.precision(cfg.precision):  # bfloat16 maths if asked; float32 weights
+        with strategy.scope():
+            model = model_lib.build_model(cfg)
+        transfer = cfg.model != "scratch"
+        distribute = strategy.distribute_datasets_from_function  # each worker feeds its own shard
+        if transfer and "head_val_loss" not in state:
+            plain = dataclasses.replace(cfg, cache="none", augment=False)
+            extractor = model.get_layer("features")
+            head_train = _features(extractor, make_dataset(train_ex, plain, training=False))
+            head_val = _features(extractor, make_dataset(val_ex, plain, training=False))
+            best = _fit(strategy, worker, model.get_layer("head"), cfg,
+                        distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed)
+                                   .batch(cfg.batch_size, drop_remainder=True).take(steps)),
+                        distribute(lambda _: head_val.batch(cfg.batch_size)),
+                        phase="head", run_dir=run_dir, lr=cfg.head_learning_rate, epochs=cfg.head_epochs,
+                        patience=max(cfg.patience, 5), steps=steps, save_best=False)
+            state["head_val_loss"] = best
+            if worker.is_chief:
+                model.save(run_dir / "model.keras")
+                runs.write_state(run_dir, state)
+        elif transfer:
+            model.set_weights(keras.saving.load_model(run_dir / "model.keras").get_weights())
+        if not transfer or cfg.fine_tune_layers > 0:
+            if transfer:
+                model_lib.unfreeze_top(model, cfg.fine_tune_layers)
+            cache = "none" if cfg.cache == "disk" else cfg.cache  # a disk cache per worker would collide
+            local = dataclasses.replace(cfg, cache=cache)
 
-        def epoch_done(done: int) -> None:
-            state["epochs_done"] = done
-            runs.write_state(run_dir, state)
+            def epoch_done(done: int) -> None:
+                state["epochs_done"] = done
+                runs.write_state(run_dir, state)
 
-        _fit(strategy, worker, model, cfg,
-             distribute(lambda _: make_dataset(train_ex, local, training=True).take(steps)),
-             distribute(lambda _: make_dataset(val_ex, local, training=False)),
-             phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
-             patience=cfg.patience, steps=steps, save_best=True,
-             on_epoch=epoch_done)
+            _fit(strategy, worker, model, cfg,
+                 distribute(lambda _: make_dataset(train_ex, local, training=True).take(steps)),
+                 distribute(lambda _: make_dataset(val_ex, local, training=False)),
+                 phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
+                 patience=cfg.patience, steps=steps, save_best=True,
+                 on_epoch=epoch_done)
     if worker.is_chief:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # resume state, only while training
+        if cfg.precision != "float32":
+            model_lib.save_float32(run_dir / "model.keras", cfg)
         state.update(seconds=round(time.time() - started, 1))
         runs.write_state(run_dir, state)
         calibrate(run_dir)

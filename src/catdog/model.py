@@ -7,9 +7,11 @@ be fed wrongly scaled input.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
+from pathlib import Path
 
 import keras
 from keras.applications import imagenet_utils
@@ -119,10 +121,43 @@ def build_model(cfg: Config) -> keras.Model:
         pooled = backbone(x, training=False)
     features = keras.Model(pixels, pooled, name="features")
     head_in = keras.Input(pooled.shape[1:], name="pooled")
-    head_out = keras.layers.Dense(1, name="logit")(keras.layers.Dropout(cfg.dropout)(head_in))
+    # float32 even under mixed precision: the logit feeds the loss, calibration and thresholds.
+    head_out = keras.layers.Dense(1, name="logit", dtype="float32")(keras.layers.Dropout(cfg.dropout)(head_in))
     head = keras.Model(head_in, head_out, name="head")
     outer = keras.Input((None, None, 3), name="pixels")
     return keras.Model(outer, head(features(outer)), name=f"catdog_{cfg.model}")
+
+
+@contextlib.contextmanager
+def precision(name: str):
+    """Layers built inside compute in `name`: "float32", or "bfloat16" (Keras' mixed_bfloat16:
+    bfloat16 maths, float32 weights). About 1.6x the training rate of float32 on CPUs with
+    AVX512-BF16 or AMX; emulated, so slower, on others. Restores the previous policy on exit."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def cpu_has_bfloat16() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); None where unknown."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def save_float32(path: str | os.PathLike, cfg: Config) -> None:
+    """Rewrites the model at `path` as float32 throughout (same weights), so a model trained in
+    bfloat16 predicts, calibrates and exports at full precision on any CPU."""
+    trained = keras.saving.load_model(path)
+    with precision("float32"):
+        model = build_model(cfg)
+    model.set_weights(trained.get_weights())
+    model.save(Path(path))
 
 
 def unfreeze_top(model: keras.Model, layers: int) -> None:

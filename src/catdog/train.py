@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -143,6 +144,9 @@ def _record_data(run_dir: Path, cfg: Config, prepared: tuple[Path, dict] | None 
 def _start(cfg: Config) -> tuple[Path, keras.Model, tuple]:
     """Checks everything, then makes the run folder: a refused start leaves nothing behind."""
     check_weights(cfg)
+    if cfg.precision == "bfloat16" and model_lib.cpu_has_bfloat16() is False:
+        warnings.warn("precision=bfloat16: this CPU has no AVX512-BF16 or AMX, so bfloat16 is emulated and "
+                      "likely slower than float32", stacklevel=2)
     name = cfg.name or f"{cfg.model.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.runs_dir) / name
     if Path(cfg.runs_dir).exists() and not Path(cfg.runs_dir).is_dir():
@@ -186,7 +190,8 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
         run_dir, cfg, state, (train_ex, val_ex) = _reopen(resume)
     else:
         cfg, state = cfg or Config(), {}
-        run_dir, model, (train_ex, val_ex) = _start(cfg)
+        with model_lib.precision(cfg.precision):
+            run_dir, model, (train_ex, val_ex) = _start(cfg)
     started = time.time() - state.get("seconds", 0.0)  # wall time adds up across resumes
 
     def save_state(**changes):
@@ -210,11 +215,12 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
 
 def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, val_ex, callbacks) -> None:
     transfer = cfg.model != "scratch"
-    if model is None:
-        keras.utils.set_random_seed(cfg.seed)
-        resumed_head = transfer and "head_val_loss" in state
-        model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
-    with console.progress_to_stderr():  # Keras prints progress to stdout, which is for results
+    # Keras prints progress to stdout, which is for results.
+    with console.progress_to_stderr(), model_lib.precision(cfg.precision):
+        if model is None:
+            keras.utils.set_random_seed(cfg.seed)
+            resumed_head = transfer and "head_val_loss" in state
+            model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
         if transfer and "head_val_loss" not in state:
             state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
             model.save(run_dir / "model.keras")
@@ -224,7 +230,10 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
             _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
             save_state(images_done=True)
-        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
-        for cache in run_dir.glob("cache-*"):
-            cache.unlink()
+    if cfg.precision != "float32":
+        model_lib.save_float32(run_dir / "model.keras", cfg)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
+    for cache in run_dir.glob("cache-*"):
+        cache.unlink()
+    with console.progress_to_stderr():
         calibrate(run_dir)
