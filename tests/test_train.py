@@ -147,3 +147,26 @@ def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
     policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
     assert policies == {"float32"}, policies
     assert evaluate(run_dir)["accuracy"] >= 0.85  # chance is 0.5
+
+
+def test_ctrl_c_stops_fit_at_the_end_of_a_batch_and_the_handler_is_put_back():
+    from catdog.resume import interrupt_at_batch
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    ended = []
+
+    class CtrlCAtBatch2(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # the default handler would raise right here
+
+        def on_train_batch_end(self, batch, logs=None):
+            ended.append(batch)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupt_at_batch() as interrupt:
+        model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=3, verbose=0,
+                  callbacks=[CtrlCAtBatch2(), interrupt])
+    assert ended == [0, 1, 2]  # batch 2 ran to its end, then fit stopped
+    assert signal.getsignal(signal.SIGINT) is before

@@ -8,9 +8,12 @@ from the seed, the epoch and the step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import keras
@@ -73,6 +76,43 @@ class EpochBackup(keras.callbacks.Callback):
         for old in self.folder.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink()
+
+
+class _StopAtBatch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+
+    def request(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self, *args, **kwargs):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = check
+
+
+@contextlib.contextmanager
+def interrupt_at_batch():
+    """A callback for `fit` that turns Ctrl-C (SIGINT) into a KeyboardInterrupt at the next
+    batch's end, raised from catdog's own code; a second Ctrl-C interrupts at once.
+
+    The default handler raises wherever Python happens to be, and one raised inside a `__del__`
+    or a TensorFlow callback is printed and ignored, so training went on as if never asked to
+    stop. Outside the main thread (where no handler can be set) Ctrl-C acts as before.
+    """
+    callback = _StopAtBatch()
+    if threading.current_thread() is not threading.main_thread():
+        yield callback
+        return
+    previous = signal.signal(signal.SIGINT, callback.request)
+    try:
+        yield callback
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def read_backup(folder: Path) -> dict:

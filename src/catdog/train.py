@@ -78,8 +78,10 @@ def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) 
     stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
     # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
     log = keras.callbacks.CSVLogger(run_dir / "history_head.csv")
-    history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
-                       validation_data=(x_val, y_val), callbacks=[stop, log], verbose=2 if verbose else 0)
+    with resume_lib.interrupt_at_batch() as interrupt:
+        history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
+                           validation_data=(x_val, y_val), callbacks=[stop, log, interrupt],
+                           verbose=2 if verbose else 0)
     return float(min(history.history["val_loss"]))
 
 
@@ -110,8 +112,9 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
         *extra,
     ]
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
-              shuffle=False, verbose=console.keras_verbose())
+    with resume_lib.interrupt_at_batch() as interrupt:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps,
+                  callbacks=[*callbacks, interrupt], shuffle=False, verbose=console.keras_verbose())
 
 
 def _prepare(cfg: Config) -> tuple[Path, dict]:
