@@ -6,6 +6,12 @@ Writes src/catdog/assets/model.keras (weights only, no optimizer state) and mode
 run's calibration plus where the model came from: config and test metrics), then the LiteRT
 float export beside it (model_float.tflite + .json, checked for parity on the test split of
 --data), so `catdog predict` starts in a fraction of a second without importing TensorFlow.
+
+    python scripts/ship_model.py runs/mobilenet-224 --calibration-only
+
+after a `catdog calibrate` (and `catdog evaluate`) of the shipped run: its new calibration
+(and test metrics) go into the shipped model.json and the exports' .json, and the model files
+stay as they are (no new binaries).
 """
 
 from __future__ import annotations
@@ -29,9 +35,15 @@ from catdog.runtime import EXPORT_FILES  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--data", required=True, help="the run's data (zip or folder): its test split checks the export")
+    parser.add_argument("--data", help="the run's data (zip or folder): its test split checks the export")
+    parser.add_argument("--calibration-only", action="store_true",
+                        help="update the shipped calibration from the run's model.json; keep the model files")
     args = parser.parse_args()
     run = args.run
+    if args.calibration_only:
+        return _update_calibration(run)
+    if not args.data:
+        parser.error("--data is needed to check the export")
     model = keras.saving.load_model(run / "model.keras", compile=False)
     SHIPPED_MODEL.parent.mkdir(parents=True, exist_ok=True)
     model.save(SHIPPED_MODEL)
@@ -43,6 +55,21 @@ def main() -> None:
     SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"{SHIPPED_MODEL} ({SHIPPED_MODEL.stat().st_size / 2**20:.1f} MiB)")
     print(summary(export(None, "tflite", out=SHIPPED_MODEL.parent / EXPORT_FILES["tflite"], data=args.data)))
+
+
+def _update_calibration(run: Path) -> None:
+    calibration = json.loads((run / "model.json").read_text())
+    for path in [SHIPPED_MODEL.with_suffix(".json"), *(SHIPPED_MODEL.parent / f for f in EXPORT_FILES.values())]:
+        path = path.with_suffix(".json")
+        if not path.exists():
+            continue
+        shipped = json.loads(path.read_text())
+        if shipped.get("source", {}).get("run") != run.name:
+            raise SystemExit(f"{path} was shipped from {shipped.get('source', {}).get('run')!r}, not {run.name!r}")
+        if (run / "metrics_test.json").exists():  # evaluated again under the new calibration
+            shipped["source"]["test"] = json.loads((run / "metrics_test.json").read_text())
+        path.write_text(json.dumps({**shipped, **calibration}, indent=2) + "\n")
+        print(f"{path}: calibration from {run / 'model.json'}")
 
 
 if __name__ == "__main__":

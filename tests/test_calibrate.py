@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from catdog.calibrate import fit_blend, fit_pet_score, fit_temperature
-from catdog.evidence import blend_logits, pet_score
+from catdog.evidence import blend_logits, bounded_logits, confidence_floor, pet_score
 from catdog.reliability import expected_calibration_error, probabilities
 
 
@@ -61,6 +61,16 @@ def test_blend_logits_is_the_weighted_sum():
     z = blend_logits({"logit": np.array([1.0, -2.0]), "dog_odds": np.array([4.0, 0.0])},
                      {"logit": 0.5, "dog_odds": 0.25, "bias": -1.0})
     np.testing.assert_allclose(z, [0.5, -2.0])
+
+
+def test_no_answer_is_surer_than_the_validation_set_can_vouch_for():
+    floor = confidence_floor(2250)
+    assert floor == pytest.approx(1 / 2252)
+    logits = np.array([-40.0, -3.0, 0.0, 2.5, 40.0])
+    bounded = bounded_logits(logits, 1.5, floor)
+    p = probabilities(bounded, 1.5)
+    np.testing.assert_allclose(p[[0, -1]], [floor, 1 - floor], rtol=1e-9)
+    np.testing.assert_array_equal(bounded[1:-1], logits[1:-1])  # answers within the bounds are untouched
 
 
 def test_a_learned_pet_score_catches_non_pets_the_two_thresholds_miss():

@@ -46,6 +46,15 @@ def test_batched_equals_one_by_one_and_uses_temperature(run_dir, tmp_path):
     np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_p_floor_bounds_every_answer(run_dir):
+    pixels = np.random.default_rng(3).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    meta = json.loads((run_dir / "model.json").read_text())
+    free = Predictor(run_dir, meta={**meta, "p_floor": 0.0}).p_dog(pixels)
+    floor = 0.5 - np.max(np.abs(free - 0.5)) / 2  # the surest answer is past it
+    bounded = Predictor(run_dir, meta={**meta, "p_floor": floor}).p_dog(pixels)
+    np.testing.assert_allclose(bounded, np.clip(free, floor, 1 - floor), rtol=1e-5)
+
+
 def test_tta_averages_the_mirror(run_dir):
     pixels = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     plain, tta = Predictor(run_dir), Predictor(run_dir, tta=True)

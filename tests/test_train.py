@@ -30,6 +30,8 @@ def test_training_learns_and_writes_a_complete_run_folder(tmp_path):
     assert not list(run_dir.glob("backup*")) and not list(run_dir.glob("cache-*"))  # cleaned up
     meta = json.loads((run_dir / "model.json").read_text())
     assert meta["temperature"] > 0 and meta["image_size"] == 32
+    counts = json.loads((run_dir / "data.json").read_text())["counts"]
+    assert meta["p_floor"] == 1 / (counts["val/cat"] + counts["val/dog"] + 2)
     metrics = evaluate(run_dir)
     assert metrics["n"] == 20
     assert metrics["accuracy"] >= 0.85, metrics  # chance is 0.5

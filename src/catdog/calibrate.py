@@ -1,11 +1,12 @@
 """calibrate(run): after training, fit what turns logits into trustworthy answers.
 
 On the validation split: temperature scaling (Guo et al., 2017) so that `p_dog` is
-calibrated, and, for backbone models, the thresholds of the "neither cat nor dog" detector
-(`catdog.unknown`) and the blend of the fine-tuned logit with the ImageNet head's own
-dog-versus-cat log-odds, kept where it beats temperature alone (`fit_blend`). All are written
-to the run's `model.json`; `train` ends with this step, and `catdog calibrate RUN` repeats it
-on a finished run.
+calibrated, within the bounds that the split's size can vouch for
+(`evidence.confidence_floor`); for backbone models, the thresholds of the "neither cat nor
+dog" detector (`catdog.unknown`) and the blend of the fine-tuned logit with the ImageNet
+head's own dog-versus-cat log-odds, kept where it beats temperature alone (`fit_blend`). All
+are written to the run's `model.json`; `train` ends with this step, and `catdog calibrate RUN`
+repeats it on a finished run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from scipy.optimize import minimize_scalar
 from catdog import config as config_lib
 from catdog import data, runs, unknown
 from catdog.errors import DataError
-from catdog.evidence import PET_SCORE_INPUTS, blend_logits, pet_score, pet_score_inputs
+from catdog.evidence import (PET_SCORE_INPUTS, blend_logits, bounded_logits, confidence_floor, pet_score,
+                             pet_score_inputs)
 from catdog.predict import Predictor, expand_paths, is_unknown
 from catdog.reliability import expected_calibration_error, probabilities
 
@@ -136,13 +138,15 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
         if blend:
             logits = blend_logits({"logit": logits, "dog_odds": [s.dog_odds for s in scored]}, blend)
     temperature = fit_temperature(logits, labels)
+    floor = confidence_floor(len(labels))
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     meta = dict(
         class_names=list(data.CLASS_NAMES), image_size=cfg.image_size, model=cfg.model,
-        temperature=temperature,
+        temperature=temperature, p_floor=floor,
         val_ece_before=expected_calibration_error(probabilities(logits), labels),
-        val_ece_after=expected_calibration_error(probabilities(logits, temperature), labels),
+        val_ece_after=expected_calibration_error(
+            probabilities(bounded_logits(logits, temperature, floor), temperature), labels),
         train_seconds=state.get("seconds"), keras=keras.__version__,
     )
     if blend_cv:

@@ -3,8 +3,9 @@
 - `blend_logits`: the fine-tuned logit weighed with the ImageNet head's dog-versus-cat log-odds.
 - `pet_score`: the unknown detector's two scores (`p_pet`, `pet_energy`) weighed into one,
   learned from validation pets against pictures of neither cats nor dogs.
+- `bounded_logits`: no answer surer than the validation set can vouch for.
 
-`Predictor` applies both as model.json says; `calibrate` fits them on validation data.
+`Predictor` applies them as model.json says; `calibrate` fits them on validation data.
 """
 
 from __future__ import annotations
@@ -41,3 +42,18 @@ def pet_score(scores, spec) -> np.ndarray:
     """
     weights = np.array([float(spec[name]) for name in PET_SCORE_INPUTS])
     return pet_score_inputs(scores) @ weights + float(spec["bias"])
+
+
+def confidence_floor(n_validated: int) -> float:
+    """The least chance of being wrong an answer may claim after `n_validated` right answers:
+    1 / (n + 2), Laplace's rule of succession. A model right on all 2,250 validation images
+    has not shown that it errs less than about once in 2,250, so no p_dog goes below 0.00044
+    or above 0.99956: one confident mistake on an unfamiliar photo costs at most 7.7 nats of
+    log loss instead of 14 or more, and a right answer loses at most 0.00044."""
+    return 1.0 / (n_validated + 2)
+
+
+def bounded_logits(logits, temperature: float, floor: float) -> np.ndarray:
+    """`logits` clipped so that expit(logit / temperature) stays within [floor, 1 - floor]."""
+    bound = float(temperature) * np.log((1.0 - floor) / floor)
+    return np.clip(np.asarray(logits, dtype=np.float64), -bound, bound)

@@ -22,7 +22,7 @@ import numpy as np
 
 from catdog import runtime as _runtime
 from catdog.errors import ModelError
-from catdog.evidence import blend_logits, pet_score
+from catdog.evidence import blend_logits, bounded_logits, pet_score
 from catdog.images import ImageError, is_image_name, load_image
 from catdog.reliability import probabilities
 
@@ -101,6 +101,8 @@ class Predictor:
         if self.blend and not set(self.blend) - {"bias"} <= set(self.runtime.output_names):
             raise ModelError(f"{self.path}: model.json blends {sorted(set(self.blend) - {'bias'})}, the model "
                              f"gives {self.runtime.output_names} (run `catdog calibrate`)")
+        # No answer surer than the validation set can vouch for (`evidence.confidence_floor`).
+        self.p_floor = float(self.meta.get("p_floor", 0.0))
         self.class_names = list(self.meta.get("class_names", ("cat", "dog")))
         self.detector_scores = [name for name in self.runtime.output_names if name not in _runtime.ANSWER_OUTPUTS]
         # The detector's scores weighed into one, learned against pictures of neither (`calibrate`).
@@ -129,7 +131,8 @@ class Predictor:
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """{"logit", "p_pet", "pet_energy"} arrays for a batch of (N, size, size, 3) pixels; TTA adds a mirror.
 
-        "logit" is the model's own, or its blend with the ImageNet evidence where model.json has one;
+        "logit" is the model's own, or its blend with the ImageNet evidence where model.json has one,
+        bounded where it has a `p_floor`;
         "pet_score" is added where model.json has a learned one.
         """
         views = [pixels, np.asarray(pixels)[:, :, ::-1]] if self.tta else [pixels]
@@ -137,6 +140,8 @@ class Predictor:
         scores = {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
         if self.blend:
             scores["logit"] = blend_logits(scores, self.blend)
+        if self.p_floor:
+            scores["logit"] = bounded_logits(scores["logit"], self.temperature, self.p_floor)
         if "pet_score" in self.detector_scores and "p_pet" in scores:
             scores["pet_score"] = pet_score(scores, self.pet_score)
         return scores
