@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from catdog import config, data  # noqa: E402
-from catdog.model import build_model, unfreeze_top  # noqa: E402
+from catdog.model import build_model, precision, unfreeze_top  # noqa: E402
 from catdog.pipeline import make_dataset  # noqa: E402
 from catdog.predict import Predictor  # noqa: E402
 from catdog.train import _compile  # noqa: E402
@@ -34,23 +34,28 @@ def _split(cfg, split, n):
     return data.load_split(work / "manifest.csv", root, split, n, cfg.seed)
 
 
-def train_speed(preset: str, data_path: str, steps: int) -> dict:
-    """Steady-state training images/s (pixels cached, augmentation on), after one warm-up pass."""
-    cfg = config.resolve(preset, [f"data={data_path}"])
+def train_speed(spec: str, data_path: str, steps: int) -> dict:
+    """Steady-state training images/s (pixels cached, augmentation on), after one warm-up pass.
+
+    `spec` is a preset, optionally with overrides: "scratch,precision=bfloat16".
+    """
+    preset, *overrides = spec.split(",")
+    cfg = config.resolve(preset, [f"data={data_path}", *overrides])
     examples = _split(cfg, "train", cfg.batch_size * steps)
-    model = build_model(cfg)
-    if cfg.model != "scratch":
-        unfreeze_top(model, cfg.fine_tune_layers)
-    _compile(model, cfg, cfg.learning_rate, steps, 2)
-    ds = make_dataset(examples, cfg, training=True)
-    started = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0)  # decodes, caches, traces
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0)
-    steady = time.perf_counter() - started
+    with precision(cfg.precision):
+        model = build_model(cfg)
+        if cfg.model != "scratch":
+            unfreeze_top(model, cfg.fine_tune_layers)
+        _compile(model, cfg, cfg.learning_rate, steps, 2)
+        ds = make_dataset(examples, cfg, training=True)
+        started = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0)  # decodes, caches, traces
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0)
+        steady = time.perf_counter() - started
     flops = _forward_flops(model, cfg.image_size)
-    return dict(what=f"train {preset} ({cfg.model}, {cfg.image_size}px)", images=len(examples),
+    return dict(what=f"train {preset} ({cfg.model}, {cfg.image_size}px, {cfg.precision})", images=len(examples),
                 images_per_second=round(len(examples) / steady, 1),
                 first_epoch_images_per_second=round(len(examples) / first, 1),
                 gflops_per_image_forward=flops)
@@ -117,7 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/dogs-vs-cats/train.zip"))
     parser.add_argument("--model", help="run folder or .keras (default: the shipped model)")
-    parser.add_argument("--presets", nargs="*", default=["scratch", "mobilenet"])
+    parser.add_argument("--presets", nargs="*", default=["scratch", "scratch,precision=bfloat16", "mobilenet"],
+                        help="presets to time training, each with optional overrides: scratch,precision=bfloat16")
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--predict-images", type=int, default=1000)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
