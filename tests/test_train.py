@@ -14,6 +14,7 @@ from conftest import write_kaggle_tree
 from catdog import config
 from catdog.errors import DataError, Interrupted
 from catdog.evaluate import evaluate
+from catdog.model import save_float32
 from catdog.train import train
 
 LEARN = ["image_size=32", "max_images=0", "epochs=8", "batch_size=16", "learning_rate=0.003",
@@ -149,6 +150,9 @@ def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
     policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
     assert policies == {"float32"}, policies
     assert evaluate(run_dir)["accuracy"] >= 0.85  # chance is 0.5
+    saved = (run_dir / "model.keras").stat().st_mtime_ns
+    save_float32(run_dir / "model.keras", cfg)  # as a resumed run would: float32 already, left alone
+    assert (run_dir / "model.keras").stat().st_mtime_ns == saved
 
 
 def test_ctrl_c_stops_fit_at_the_end_of_a_batch_and_the_handler_is_put_back():

@@ -58,7 +58,7 @@ class Config:
     weight_decay: float = 0.05  # AdamW's decoupled decay, scaled by the learning rate
     label_smoothing: float = 0.0  # targets 0/1 pulled this far towards 0.5
     patience: int = 8  # early stopping: epochs without a better validation loss
-    precision: str = "float32"  # "bfloat16": mixed precision, ~1.6x faster where the CPU has AVX512-BF16
+    precision: str = "float32"  # "bfloat16": mixed precision, ~1.7x faster where the CPU has AVX512-BF16
 
     # --- transfer learning (ignored by model="scratch")
     head_epochs: int = 30  # frozen phase, on cached backbone features
