@@ -55,7 +55,7 @@ def train_speed(spec: str, data_path: str, steps: int) -> dict:
         model.fit(ds, epochs=1, verbose=0)
         steady = time.perf_counter() - started
     flops = _forward_flops(model, cfg.image_size)
-    return dict(what=f"train {preset} ({cfg.model}, {cfg.image_size}px, {cfg.precision})", images=len(examples),
+    return dict(what=f"train {spec} ({cfg.model}, {cfg.image_size}px)", images=len(examples),
                 images_per_second=round(len(examples) / steady, 1),
                 first_epoch_images_per_second=round(len(examples) / first, 1),
                 gflops_per_image_forward=flops)
