@@ -59,8 +59,8 @@ def main() -> None:
 
 def _update_calibration(run: Path) -> None:
     calibration = json.loads((run / "model.json").read_text())
-    for path in [SHIPPED_MODEL.with_suffix(".json"), *(SHIPPED_MODEL.parent / f for f in EXPORT_FILES.values())]:
-        path = path.with_suffix(".json")
+    for model in [SHIPPED_MODEL, *(SHIPPED_MODEL.parent / f for f in EXPORT_FILES.values())]:
+        path = model.with_suffix(".json")
         if not path.exists():
             continue
         shipped = json.loads(path.read_text())

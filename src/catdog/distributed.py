@@ -326,8 +326,7 @@ def train(cfg: Config) -> Path:
                  on_epoch=epoch_done)
     if worker.is_chief:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # resume state, only while training
-        if cfg.precision != "float32":
-            model_lib.save_float32(run_dir / "model.keras", cfg)
+        model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32
         state.update(seconds=round(time.time() - started, 1))
         runs.write_state(run_dir, state)
         calibrate(run_dir)

@@ -132,7 +132,8 @@ def build_model(cfg: Config) -> keras.Model:
 def precision(name: str):
     """Layers built inside compute in `name`: "float32", or "bfloat16" (Keras' mixed_bfloat16:
     bfloat16 maths, float32 weights). About 1.7x the training rate of float32 on CPUs with
-    AVX512-BF16 or AMX (the scratch CNN on an AMD EPYC); emulated, so slower, on others. Restores the previous policy on exit."""
+    AVX512-BF16 or AMX (the scratch CNN on an AMD EPYC); emulated, so slower, on others.
+    Restores the previous policy on exit."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
     try:
@@ -152,7 +153,10 @@ def cpu_has_bfloat16() -> bool | None:
 
 def save_float32(path: str | os.PathLike, cfg: Config) -> None:
     """Rewrites the model at `path` as float32 throughout (same weights), so a model trained in
-    bfloat16 predicts, calibrates and exports at full precision on any CPU."""
+    bfloat16 predicts, calibrates and exports at full precision on any CPU. A float32 run's
+    model is left as it is."""
+    if cfg.precision == "float32":
+        return
     trained = keras.saving.load_model(path)
     if not any(layer.dtype_policy.name.startswith("mixed") for layer in trained.get_layer("features").layers):
         return  # float32 already: a resumed run's, or one that calibrate has since extended

@@ -233,8 +233,7 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
             _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
             save_state(images_done=True)
-    if cfg.precision != "float32":
-        model_lib.save_float32(run_dir / "model.keras", cfg)
+    model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
     for cache in run_dir.glob("cache-*"):
         cache.unlink()
