@@ -130,6 +130,21 @@ def test_a_transfer_run_keeps_both_phases_histories(tmp_path, tree):
     assert (run_dir / "model.json").exists() and not (run_dir / "backup").exists()
 
 
+def test_a_bfloat16_distributed_run_saves_a_float32_model(tmp_path, tree):
+    """Mixed precision under MultiWorkerMirroredStrategy; the chief rewrites the model in float32."""
+    out = catdog("launch", "--workers", "2", "--", "train", "--distributed", "--preset", "tiny", "--data", tree,
+                 "precision=bfloat16", "epochs=1", f"runs_dir={tmp_path / 'runs'}", "name=bf16")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "bf16"
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "finished"
+    import keras
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
+    assert policies == {"float32"}, policies
+    assert catdog("predict", "--model", run_dir, *tree.glob("train/*.jpg")).returncode == 0
+
+
 def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):
     epochs = 6
     log = tmp_path / "launch.log"

@@ -131,6 +131,7 @@ BACKBONES = {
 MODELS = ("scratch", *BACKBONES)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+KEYS = frozenset(_FIELDS)  # every config key, for readers of a config written elsewhere
 _TYPES = typing.get_type_hints(Config)
 _CHOICES = {"cache": ("memory", "disk", "none"), "precision": ("float32", "bfloat16")}
 # Closed ranges unless marked: (low, high, high is excluded).

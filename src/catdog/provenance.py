@@ -36,7 +36,7 @@ def trained_on(model: str | os.PathLike | None = None) -> dict:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         origin = meta.get("source", {})
         if "config" in origin:
-            cfg = config_lib.override(cfg, {k: v for k, v in origin["config"].items() if k in _known()})
+            cfg = config_lib.override(cfg, {k: v for k, v in origin["config"].items() if k in config_lib.KEYS})
         if cfg.data:
             checkout = Path(__file__).resolve().parents[2]  # src/catdog/ -> the checkout
             sources = [Path(cfg.data).expanduser(), checkout / cfg.data]
@@ -46,12 +46,6 @@ def trained_on(model: str | os.PathLike | None = None) -> dict:
                 test_images=test_images,
                 val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
                 max_images=cfg.max_images, seed=cfg.seed)
-
-
-def _known() -> set[str]:
-    import dataclasses
-
-    return {f.name for f in dataclasses.fields(config_lib.Config)}
 
 
 def same_source(source: str | os.PathLike, origin: dict, counts: dict[str, int]) -> bool:
