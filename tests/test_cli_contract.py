@@ -344,10 +344,16 @@ def test_help_lists_exit_codes_and_presets(capsys):
     assert "130" in out and "70" in out and all(name in out for name in config.PRESETS)
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _catdog(*args, **kwargs):
+    """catdog in a child whose SIGINT is at its default, as under a terminal: a shell's `cmd &`
+    without job control ignores it, and the child would inherit that (and never see Ctrl-C)."""
     env = {**os.environ, "CATDOG_DEBUG": "", **kwargs.pop("env", {})}
     return subprocess.Popen([sys.executable, "-m", "catdog.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint, **kwargs)
 
 
 def test_one_line_even_through_tensorflow_import(ctx):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 from conftest import synthetic_image, write_kaggle_tree
@@ -137,12 +138,13 @@ def test_a_bfloat16_distributed_run_saves_a_float32_model(tmp_path, tree):
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "runs" / "bf16"
     assert json.loads((run_dir / "state.json").read_text())["status"] == "finished"
-    import keras
-
     model = keras.saving.load_model(run_dir / "model.keras")
     policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
     assert policies == {"float32"}, policies
-    assert catdog("predict", "--model", run_dir, *tree.glob("train/*.jpg")).returncode == 0
+    photos = sorted(tree.glob("train/*.jpg"))
+    predicted = catdog("predict", "--model", run_dir, *photos)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len(predicted.stdout.splitlines()) == len(photos) == 80
 
 
 def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):

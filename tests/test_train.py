@@ -170,9 +170,21 @@ def test_ctrl_c_stops_fit_at_the_end_of_a_batch_and_the_handler_is_put_back():
         def on_train_batch_end(self, batch, logs=None):
             ended.append(batch)
 
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt), interrupt_at_batch() as interrupt:
-        model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=3, verbose=0,
-                  callbacks=[CtrlCAtBatch2(), interrupt])
-    assert ended == [0, 1, 2]  # batch 2 ran to its end, then fit stopped
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's own handler, as under a terminal (pytest started by `cmd &` inherits an ignored SIGINT).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupt_at_batch() as interrupt:
+            model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=3, verbose=0,
+                      callbacks=[CtrlCAtBatch2(), interrupt])
+        assert ended == [0, 1, 2]  # batch 2 ran to its end, then fit stopped
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        # An ignored SIGINT (a background job of a shell without job control) stays ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ended.clear()
+        with interrupt_at_batch() as interrupt:
+            model.fit(np.zeros((64, 2)), np.zeros(64), batch_size=4, epochs=1, verbose=0,
+                      callbacks=[CtrlCAtBatch2(), interrupt])
+        assert ended == list(range(16)) and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

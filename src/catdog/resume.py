@@ -102,10 +102,12 @@ def interrupt_at_batch():
 
     The default handler raises wherever Python happens to be, and one raised inside a `__del__`
     or a TensorFlow callback is printed and ignored, so training went on as if never asked to
-    stop. Outside the main thread (where no handler can be set) Ctrl-C acts as before.
+    stop. Outside the main thread (where no handler can be set) Ctrl-C acts as before, and
+    an ignored SIGINT stays ignored (a shell's `cmd &` without job control, so that a Ctrl-C
+    meant for the foreground job does not stop this one).
     """
     callback = _StopAtBatch()
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield callback
         return
     previous = signal.signal(signal.SIGINT, callback.request)
