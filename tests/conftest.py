@@ -31,6 +31,11 @@ def synthetic_image(label: int, rng: np.random.Generator, size: int = 40) -> Ima
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
+def dtype_policies(model) -> set[str]:
+    """The dtype policies of a classifier's layers ({"float32"} for a model saved in float32)."""
+    return {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
+
+
 def write_kaggle_tree(root: Path, per_class: int = 40, seed: int = 0) -> Path:
     """root/train/cat.N.jpg and dog.N.jpg, as in Kaggle's train.zip."""
     rng = np.random.default_rng(seed)

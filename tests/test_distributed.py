@@ -20,7 +20,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import synthetic_image, write_kaggle_tree
+from conftest import dtype_policies, synthetic_image, write_kaggle_tree
 
 from catdog.config import ConfigError
 from catdog.distributed import Worker, worker_from_env
@@ -139,7 +139,7 @@ def test_a_bfloat16_distributed_run_saves_a_float32_model(tmp_path, tree):
     run_dir = tmp_path / "runs" / "bf16"
     assert json.loads((run_dir / "state.json").read_text())["status"] == "finished"
     model = keras.saving.load_model(run_dir / "model.keras")
-    policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
+    policies = dtype_policies(model)
     assert policies == {"float32"}, policies
     photos = sorted(tree.glob("train/*.jpg"))
     predicted = catdog("predict", "--model", run_dir, *photos)

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import write_kaggle_tree
+from conftest import dtype_policies, write_kaggle_tree
 
 from catdog import config
 from catdog.errors import DataError, Interrupted
@@ -147,7 +147,7 @@ def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
     run_dir = train(cfg)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
     model = keras.saving.load_model(run_dir / "model.keras")
-    policies = {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}
+    policies = dtype_policies(model)
     assert policies == {"float32"}, policies
     assert evaluate(run_dir)["accuracy"] >= 0.85  # chance is 0.5
     saved = (run_dir / "model.keras").stat().st_mtime_ns

@@ -107,7 +107,8 @@ def interrupt_at_batch():
     meant for the foreground job does not stop this one).
     """
     callback = _StopAtBatch()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored or threading.current_thread() is not threading.main_thread():
         yield callback
         return
     previous = signal.signal(signal.SIGINT, callback.request)
