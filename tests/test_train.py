@@ -105,6 +105,24 @@ def _epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+class _StopAtFirstBatch(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_run_stopped_before_its_first_epoch_resumes(tmp_path):
+    """history.csv is opened (empty) as fit begins; resume must read that as no epoch done."""
+    tree = write_kaggle_tree(tmp_path / "data", per_class=10)
+    cfg = config.resolve("tiny", ["max_images=0", "epochs=2", f"data={tree}", f"runs_dir={tmp_path / 'runs'}",
+                                  "name=early"])
+    with pytest.raises(Interrupted, match="keeps 0 finished epoch"):
+        train(cfg, callbacks=[_StopAtFirstBatch()])
+    run_dir = tmp_path / "runs" / "early"
+    assert (run_dir / "history.csv").read_text() == ""
+    train(resume=run_dir)
+    assert _epochs(run_dir) == [0, 1]
+
+
 def test_resume_after_kill_9_keeps_finished_epochs(tmp_path, kaggle_tree):
     run_dir = tmp_path / "runs" / "killed"
     args = [sys.executable, "-m", "catdog.cli", "train", "--preset", "tiny", f"data={kaggle_tree}",

@@ -131,6 +131,8 @@ def history_rows(path: Path, before: int) -> list[dict]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         rows, fields = [r for r in reader if int(r["epoch"]) < before], reader.fieldnames
+    if fields is None:  # opened by the logger, then killed before its first row: nothing to cut
+        return []
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
