@@ -21,8 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from catdog.evaluate import evaluate, read_predictions  # noqa: E402
-from catdog.predict import Predictor  # noqa: E402
+from catdog.evaluation.evaluate import evaluate, read_predictions  # noqa: E402
+from catdog.inference.predictor import Predictor  # noqa: E402
 
 SCORES = ("p_dog", "logit", "dog_odds", "p_pet", "pet_energy", "pet_score")
 

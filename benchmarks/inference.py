@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog import parity
-from catdog.images import load_image
-from catdog.predict import Predictor, expand_paths
+from catdog.data.images import load_image
+from catdog.export import parity
+from catdog.inference.predictor import Predictor, expand_paths
 
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 

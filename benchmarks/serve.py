@@ -52,7 +52,7 @@ def sample_images(folder: Path, n: int, source: Path) -> list[Path]:
 
 def references(model: str | None, runtime: str, paths: list[Path]) -> dict:
     """Batched images/s over the files, and a warm single-image latency from bytes (decode included)."""
-    from catdog.predict import Predictor, Scored
+    from catdog.inference.predictor import Predictor, Scored
 
     predictor = Predictor(model, runtime=runtime)
     many = [str(p) for p in paths] * max(1, 256 // len(paths))

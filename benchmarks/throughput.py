@@ -21,17 +21,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from catdog import config, data  # noqa: E402
-from catdog.model import build_model, precision, unfreeze_top  # noqa: E402
-from catdog.pipeline import make_dataset  # noqa: E402
-from catdog.predict import Predictor  # noqa: E402
-from catdog.train import _compile  # noqa: E402
+from catdog import config  # noqa: E402
+from catdog.data.pipeline import make_dataset  # noqa: E402
+from catdog.data.prepare import load_split, prepare, read_report  # noqa: E402
+from catdog.inference.predictor import Predictor  # noqa: E402
+from catdog.models.builders import build_model, precision, unfreeze_top  # noqa: E402
+from catdog.training.train import compile_model  # noqa: E402
 
 
 def _split(cfg, split, n):
-    work = data.prepare(cfg.data)
-    root = json.loads((work / "report.json").read_text())["root"]
-    return data.load_split(work / "manifest.csv", root, split, n, cfg.seed)
+    work = prepare(cfg.data)
+    return load_split(work / "manifest.csv", read_report(work)["root"], split, n, cfg.seed)
 
 
 def train_speed(spec: str, data_path: str, steps: int) -> dict:
@@ -46,7 +46,7 @@ def train_speed(spec: str, data_path: str, steps: int) -> dict:
         model = build_model(cfg)
         if cfg.model != "scratch":
             unfreeze_top(model, cfg.fine_tune_layers)
-        _compile(model, cfg, cfg.learning_rate, steps, 2)
+        compile_model(model, cfg, cfg.learning_rate, steps, 2)
         ds = make_dataset(examples, cfg, training=True)
         started = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)  # decodes, caches, traces

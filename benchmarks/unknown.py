@@ -22,8 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from catdog import data, predict, unknown  # noqa: E402
-from catdog.predict import Predictor  # noqa: E402
+from catdog.data import run_data  # noqa: E402
+from catdog.inference.answers import is_unknown  # noqa: E402
+from catdog.inference.predictor import Predictor, expand_paths  # noqa: E402
+from catdog.training.calibrate import fit_thresholds  # noqa: E402
 
 PHOTO_SUFFIXES = (".png", ".jpg")
 
@@ -55,10 +57,10 @@ def tradeoff(fitted_on: list[dict], scored_sets: list[tuple[str, list[dict]]]) -
         if not all(name in fitted_on[0] for name in names):
             continue  # no learned score in this model.json
         for budget in BUDGETS:
-            thresholds = unknown.fit_thresholds({n: [s[n] for s in fitted_on] for n in names}, budget)
+            thresholds = fit_thresholds({n: [s[n] for s in fitted_on] for n in names}, budget)
             point = {"rule": rule, "budget": budget, "thresholds": thresholds}
             for name, scores in scored_sets:
-                point[name] = sum(predict.is_unknown(s, thresholds) for s in scores) / len(scores)
+                point[name] = sum(is_unknown(s, thresholds) for s in scores) / len(scores)
             points.append(point)
     return points
 
@@ -101,15 +103,14 @@ def main() -> None:
     predictor = Predictor(args.model, unknown=True)
     non_pets, pets = sample_photos()
     run = Path(args.run or args.model)
-    root = json.loads((run / "data.json").read_text())["root"]
-    test, val = ([str(e.path) for e in data.load_split(run / "manifest.csv", root, split)] for split in ("test", "val"))
+    test, val = ([str(e.path) for e in run_data.split(run, name)] for name in ("test", "val"))
     rows = []
     sets = [("non-pet sample photos", non_pets, True)]
     fitted_on = Path(predictor.meta.get("pet_score_fit", {}).get("folder", "")).expanduser().resolve()
     sets += [(f"non-pets in {folder.name}/" + (" (the learned score's own)" if folder.resolve() == fitted_on else ""),
               [str(folder)], True) for folder in args.non_pets]
     sets += [("pet sample photos", pets, False), ("test split cats and dogs", test, False)]
-    scored = {name: list(predictor.score_paths(predict.expand_paths(paths))) for name, paths, _ in sets}
+    scored = {name: list(predictor.score_paths(expand_paths(paths))) for name, paths, _ in sets}
     for name, paths, non_pet in sets:
         records = [predictor.record(s) for s in scored[name]]
         unknown_ = [r for r in records if r.get("label") == "unknown"]

@@ -9,9 +9,8 @@ The test (tests/test_efficientnet_lite.py) rebuilds the same pixels from the sam
 checks that catdog's Keras models, with weights read without PyTorch, give these logits.
 """
 
-from pathlib import Path
-
 import importlib
+from pathlib import Path
 
 import numpy as np
 

@@ -25,11 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from catdog import model as _registers_custom_layers  # noqa: E402,F401
-from catdog import unknown as _registers_detector_layers  # noqa: E402,F401
-from catdog.export import export, summary  # noqa: E402
-from catdog.predict import SHIPPED_MODEL  # noqa: E402
-from catdog.runtime import EXPORT_FILES  # noqa: E402
+from catdog.export.exporter import export, summary  # noqa: E402
+from catdog.inference.model_files import EXPORT_FILES, SHIPPED_MODEL  # noqa: E402
+from catdog.models import layers as _registers_custom_layers  # noqa: E402,F401  (Keras finds them by name)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@ import zipfile
 
 import pytest
 
-from catdog.archive import ArchiveError, extract_zip
+from catdog.data.archive import ArchiveError, extract_zip
 
 
 def make_zip(path, entries):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog.evaluate import write_predictions
+from catdog.evaluation.evaluate import write_predictions
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 accuracy = pytest.importorskip("accuracy")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from catdog.calibrate import fit_blend, fit_pet_score, fit_temperature
-from catdog.evidence import blend_logits, bounded_logits, confidence_floor, pet_score
-from catdog.reliability import expected_calibration_error, probabilities
+from catdog.evaluation.reliability import expected_calibration_error
+from catdog.inference.answers import blend_logits, bounded_logits, pet_score, probabilities
+from catdog.training.calibrate import confidence_floor, fit_blend, fit_pet_score, fit_temperature
 
 
 def test_temperature_recovers_overconfidence():

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_image, write_kaggle_tree
 
-from catdog import cli, config
+from catdog import cli, config, presets
 
 
 @dataclass
@@ -50,7 +50,7 @@ def ctx(tmp_path_factory) -> Ctx:
     os.environ["CATDOG_HOME"] = str(root / "catdog-home")
     try:
         data = write_kaggle_tree(root / "data", per_class=20)
-        from catdog.train import train
+        from catdog.training.train import train
 
         run = train(config.resolve("tiny", [f"data={data}", f"runs_dir={root / 'done'}", "name=run"]))
     finally:
@@ -293,7 +293,7 @@ def test_a_bug_is_exit_70_with_a_hint(ctx, capsys, monkeypatch):
 
 
 def test_a_run_that_fails_says_so_and_how_to_resume(ctx, capsys, monkeypatch):
-    from catdog import train as train_lib
+    from catdog.training import train as train_lib
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -341,7 +341,7 @@ def test_help_lists_exit_codes_and_presets(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "130" in out and "70" in out and all(name in out for name in config.PRESETS)
+    assert "130" in out and "70" in out and all(name in out for name in presets.PRESETS)
 
 
 def _default_sigint():

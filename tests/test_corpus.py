@@ -12,9 +12,10 @@ import pytest
 from conftest import synthetic_image
 from PIL import Image
 
-from catdog import config, data
-from catdog.predict import Predictor
-from catdog.train import train
+from catdog import config
+from catdog.data import prepare as data
+from catdog.inference.predictor import Predictor
+from catdog.training.train import train
 
 _seeds = iter(range(1000))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_image
 
-from catdog import data
+from catdog.data import prepare as data
 
 
 @pytest.mark.parametrize("relative, label", [

@@ -23,8 +23,8 @@ import pytest
 from conftest import dtype_policies, synthetic_image, write_kaggle_tree
 
 from catdog.config import ConfigError
-from catdog.distributed import Worker, worker_from_env
-from catdog.shards import merge, parse_shard, select
+from catdog.inference.shards import merge, parse_shard, select
+from catdog.training.distributed import Worker, worker_from_env
 
 
 def catdog(*args, **kwargs):

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog import efficientnet_lite as lite
 from catdog.config import resolve
-from catdog.model import build_model
-from catdog.torch_weights import load_state_dict
+from catdog.models import efficientnet_lite as lite
+from catdog.models.builders import build_model
+from catdog.models.torch_checkpoint import load_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "efficientnet_lite_reference.npz"
@@ -169,8 +169,8 @@ def test_refuses_a_checkpoint_that_would_run_code(tmp_path):
 
 
 def test_pet_detector_splits_a_residual_backbone_at_a_block_boundary():
-    from catdog.model import unfreeze_top
-    from catdog.unknown import attach_pet_detector
+    from catdog.models.builders import unfreeze_top
+    from catdog.models.pet_detector import attach_pet_detector
 
     # 30 layers from the top falls inside block 6c, whose shortcut crosses that point.
     cfg = resolve("tiny", ["model=EfficientNetLite0", "weights=none", "image_size=64", "fine_tune_layers=30"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog import config, runtime
+from catdog import config
 from catdog.errors import ModelError
+from catdog.inference import model_files
 
 SIDE = 64
 
@@ -27,7 +28,7 @@ def quadrant_model():
     """A tiny scratch CNN taught that the top-left square means "dog" (a few seconds on CPU)."""
     import keras
 
-    from catdog.model import build_model
+    from catdog.models.builders import build_model
 
     keras.utils.set_random_seed(0)
     cfg = config.resolve("tiny", ["image_size=64", "width=8", "stages=2", "dropout=0"])
@@ -43,7 +44,7 @@ def quadrant_model():
 
 
 def test_heat_peaks_in_the_quadrant_holding_the_evidence(quadrant_model):
-    from catdog.explain import Explainer
+    from catdog.inference.gradcam import Explainer
 
     explainer = Explainer(quadrant_model)
     images, labels = quadrant_images(20, np.random.default_rng(2))
@@ -60,7 +61,7 @@ def test_heat_peaks_in_the_quadrant_holding_the_evidence(quadrant_model):
 
 
 def test_any_size_in_same_size_out_and_layer_override(quadrant_model):
-    from catdog.explain import Explainer
+    from catdog.inference.gradcam import Explainer
 
     explainer = Explainer(quadrant_model)
     assert explainer.layer_name.startswith("add")  # the scratch CNN's last stage output
@@ -79,8 +80,8 @@ def test_any_size_in_same_size_out_and_layer_override(quadrant_model):
 @pytest.mark.parametrize("backbone, expected", [("MobileNet", ["features", "backbone", "conv_pw_13_relu"]),
                                                 ("EfficientNetLite0", ["features", "backbone", "top_relu6"])])
 def test_finds_the_last_feature_map_inside_nested_backbones(backbone, expected):
-    from catdog.explain import Explainer
-    from catdog.model import build_model
+    from catdog.inference.gradcam import Explainer
+    from catdog.models.builders import build_model
 
     model = build_model(config.resolve("tiny", [f"model={backbone}", "weights=none", "image_size=96"]))
     explainer = Explainer(model)
@@ -90,15 +91,15 @@ def test_finds_the_last_feature_map_inside_nested_backbones(backbone, expected):
 
 
 def test_shipped_model_skips_the_detector_branch_and_exports_map_to_keras(tmp_path):
-    from catdog.explain import Explainer
+    from catdog.inference.gradcam import Explainer
 
     explainer = Explainer()  # the shipped model: outputs a dict, the trunk shared with the detector
     assert [layer.name for layer in explainer.path] == ["tuned_top", "top_relu6"]  # EfficientNet-Lite0's last conv
     assert explainer.overlay(np.full((50, 70, 3), 128, np.uint8)).shape == (50, 70, 3)
-    assert runtime.keras_source(runtime.SHIPPED_MODEL.parent / "model_float.tflite") == runtime.SHIPPED_MODEL
+    assert model_files.keras_source(model_files.SHIPPED_MODEL.parent / "model_float.tflite") == model_files.SHIPPED_MODEL
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.keras").touch()
-    assert runtime.keras_source(run / "model_int8.tflite") == run / "model.keras"
+    assert model_files.keras_source(run / "model_int8.tflite") == run / "model.keras"
     with pytest.raises(ModelError, match="no model.keras"):
-        runtime.keras_source(tmp_path / "lonely.tflite")
+        model_files.keras_source(tmp_path / "lonely.tflite")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_image, write_kaggle_tree
 
-from catdog import converters
-from catdog.export import ParityError, export
-from catdog.runtime import load_runtime
-from catdog.unknown import PetEvidence
+from catdog.export import converters
+from catdog.export.exporter import ParityError, export
+from catdog.inference.runtime import load_runtime
+from catdog.models.pet_detector import PetEvidence
 
 SIZE = 32
 

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from catdog.images import ImageError, load_image
+from catdog.data.images import ImageError, load_image
 
 
 def _rgb(w=20, h=10, colour=(200, 30, 60)):

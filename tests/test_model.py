@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from catdog import config
-from catdog.model import ImageNetScaling, build_model, load_backbone, unfreeze_top
+from catdog.models.builders import ImageNetScaling, build_model, load_backbone, unfreeze_top
 
 
 def test_scratch_model_takes_any_size_raw_pixels():

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from catdog import config, data
-from catdog.images import load_image
-from catdog.pipeline import build_augmentation, make_dataset
+from catdog import config
+from catdog.data import prepare as data
+from catdog.data.images import load_image
+from catdog.data.pipeline import build_augmentation, make_dataset
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ import pytest
 from conftest import module_workspace, synthetic_image
 
 from catdog import config
-from catdog.images import load_image
-from catdog.predict import Predictor, expand_paths, resolve_model, shown_probability
-from catdog.train import train
+from catdog.data.images import load_image
+from catdog.inference.model_files import resolve as resolve_model
+from catdog.inference.predictor import Predictor, expand_paths, shown_probability
+from catdog.training.train import train
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,12 @@ import json
 import pytest
 from conftest import KAGGLE_ZIP
 
-from catdog import config, data
-from catdog.evaluate import evaluate
-from catdog.predict import SHIPPED_MODEL, Predictor
-from catdog.train import train
+from catdog import config
+from catdog.data import prepare as data
+from catdog.evaluation.evaluate import evaluate
+from catdog.inference.model_files import SHIPPED_MODEL
+from catdog.inference.predictor import Predictor
+from catdog.training.train import train
 
 pytestmark = [
     pytest.mark.slow,

@@ -15,9 +15,10 @@ import pytest
 from conftest import module_workspace, synthetic_image
 from PIL import Image
 
-from catdog import config, plots
-from catdog.evaluate import evaluate_data, read_predictions
-from catdog.predict import SHIPPED_MODEL
+from catdog import config
+from catdog.evaluation import plots
+from catdog.evaluation.evaluate import evaluate_data, read_predictions
+from catdog.inference.model_files import SHIPPED_MODEL
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DPI = plots.DPI
@@ -26,7 +27,7 @@ DPI = plots.DPI
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
     """A two-phase (head, then fine-tuning) MobileNet run on synthetic pictures, in seconds."""
-    from catdog.train import train
+    from catdog.training.train import train
 
     with module_workspace(tmp_path_factory, "transfer", per_class=30) as (root, tree):
         cfg = config.resolve("tiny", ["model=MobileNet", "weights=none", "image_size=32", "unknown=false",
@@ -59,7 +60,7 @@ def check_png(path: Path, size: tuple[int, int] | None = None) -> tuple[int, int
 
 
 def test_evaluate_data_equals_scoring_by_hand(transfer_run, tmp_path):
-    from catdog.predict import Predictor
+    from catdog.inference.predictor import Predictor
 
     labels = folder_per_class(tmp_path / "mine")
     result = evaluate_data(tmp_path / "mine", model=transfer_run, out=tmp_path / "eval")
@@ -84,7 +85,7 @@ def test_evaluate_data_equals_scoring_by_hand(transfer_run, tmp_path):
 
 
 def test_evaluate_data_on_the_models_own_data_scores_its_test_split(transfer_run, tmp_path):
-    from catdog.evaluate import evaluate
+    from catdog.evaluation.evaluate import evaluate
 
     own = json.loads((transfer_run / "data.json").read_text())["settings"]["source"]
     result = evaluate_data(own, model=transfer_run / "model.keras", out=tmp_path / "own")
@@ -96,7 +97,7 @@ def test_evaluate_data_on_the_models_own_data_scores_its_test_split(transfer_run
 
 
 def test_report_of_a_transfer_run_writes_every_artefact(transfer_run):
-    from catdog.report import report
+    from catdog.evaluation.report import report
 
     assert (transfer_run / "history_head.csv").exists()  # train kept the head phase's history
     html = report(transfer_run)
@@ -127,7 +128,7 @@ def test_learning_curves_mark_the_phase_boundary(tmp_path):
 @pytest.fixture(scope="module")
 def shipped_report(tmp_path_factory):
     """The shipped model (with its unknown detector) evaluated on synthetic stripes, and its report."""
-    from catdog.report import report
+    from catdog.evaluation.report import report
 
     with module_workspace(tmp_path_factory, "shipped", per_class=8) as (root, tree):
         result = evaluate_data(tree, out=root / "eval")
@@ -196,7 +197,7 @@ def test_cli_evaluate_data_report_predict_explain_and_augment_preview(transfer_r
 
 
 def test_own_data_is_recognised_in_another_folder_by_name_and_test_split_size(tmp_path):
-    from catdog import provenance
+    from catdog.evaluation import provenance
 
     origin = provenance.trained_on(None)  # the shipped model: trained on ../shared/.../train.zip, 2,250 test images
     assert origin["name"] == "shipped" and origin["test_images"] == 2250 and origin["split_seed"] == "catdog-v1"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from test_export import SIZE, detector_model
 
-from catdog import converters, runtime
-from catdog.export import export
+from catdog.export import converters
+from catdog.export.exporter import export
+from catdog.inference import model_files, runtime
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +30,18 @@ def exported(tmp_path_factory):
 
 def test_resolve(exported):
     keras_file, tflite = exported / "model.keras", exported / "model_float.tflite"
-    assert runtime.resolve(exported) == keras_file  # "keras" is the Python API's default
-    assert runtime.resolve(exported, "tflite") == tflite
-    assert runtime.resolve(tflite, "keras") == tflite  # a .tflite file is always LiteRT's
-    assert runtime.resolve(exported, "auto") == tflite
+    assert model_files.resolve(exported) == keras_file  # "keras" is the Python API's default
+    assert model_files.resolve(exported, "tflite") == tflite
+    assert model_files.resolve(tflite, "keras") == tflite  # a .tflite file is always LiteRT's
+    assert model_files.resolve(exported, "auto") == tflite
     stale = tflite.stat().st_mtime - 60
     os.utime(tflite, (stale, stale))  # the model was retrained or recalibrated since the export
     try:
-        assert runtime.resolve(exported, "auto") == keras_file
+        assert model_files.resolve(exported, "auto") == keras_file
     finally:
         os.utime(tflite)
     with pytest.raises(ValueError, match="unknown runtime 'onnx'"):
-        runtime.resolve(exported, "onnx")
+        model_files.resolve(exported, "onnx")
 
 
 def test_litert_batches_of_any_size_match_one_by_one(exported):
@@ -81,7 +82,7 @@ def test_float32_copy_drops_bfloat16():
 
 
 def test_importing_the_seam_and_litert_leaves_tensorflow_out(exported):
-    code = ("import sys, numpy as np; from catdog.predict import Predictor; "
+    code = ("import sys, numpy as np; from catdog.inference.predictor import Predictor; "
             f"p = Predictor({str(exported)!r}, runtime='tflite'); p.scores(np.zeros((1, {SIZE}, {SIZE}, 3), np.uint8)); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -94,25 +95,25 @@ def test_shipped_model_exports_in_the_package_or_catdog_home(exported, tmp_path,
     shipped = tmp_path / "assets" / "model.keras"
     shipped.parent.mkdir()
     shutil.copy(exported / "model.keras", shipped)
-    monkeypatch.setattr(runtime, "SHIPPED_MODEL", shipped)
-    assert runtime.resolve(None, "auto") == shipped  # no export anywhere: Keras
+    monkeypatch.setattr(model_files, "SHIPPED_MODEL", shipped)
+    assert model_files.resolve(None, "auto") == shipped  # no export anywhere: Keras
     with pytest.raises(FileNotFoundError, match="run `catdog export --format tflite-int8`"):
-        runtime.resolve(None, "tflite-int8")
+        model_files.resolve(None, "tflite-int8")
     cached = catdog_home / "exports" / "model_float.tflite"
     cached.parent.mkdir(parents=True)
     shutil.copy(exported / "model_float.tflite", cached)
-    assert runtime.resolve(None, "auto") == runtime.resolve(None, "tflite") == cached
+    assert model_files.resolve(None, "auto") == model_files.resolve(None, "tflite") == cached
     shutil.copy(exported / "model_float.tflite", shipped.parent / "model_float.tflite")
-    assert runtime.resolve(None, "tflite") == shipped.parent / "model_float.tflite"  # shipped beats cached
+    assert model_files.resolve(None, "tflite") == shipped.parent / "model_float.tflite"  # shipped beats cached
 
 
 def test_the_package_ships_a_checked_litert_export():
     """`catdog predict` with no --model runs LiteRT float32 out of the box (scripts/ship_model.py)."""
     import json
 
-    assert runtime.resolve(None, "auto") == runtime.SHIPPED_MODEL.parent / "model_float.tflite"
-    meta = json.loads(runtime.SHIPPED_MODEL.with_name("model_float.json").read_text())
-    keras_meta = json.loads(runtime.SHIPPED_MODEL.with_suffix(".json").read_text())
+    assert model_files.resolve(None, "auto") == model_files.SHIPPED_MODEL.parent / "model_float.tflite"
+    meta = json.loads(model_files.SHIPPED_MODEL.with_name("model_float.json").read_text())
+    keras_meta = json.loads(model_files.SHIPPED_MODEL.with_suffix(".json").read_text())
     assert meta["parity"]["passed"] and meta["parity"]["images"] >= 2000
     assert meta["temperature"] == keras_meta["temperature"]  # the same calibration as the Keras model
     assert meta["unknown_thresholds"] == keras_meta["unknown_thresholds"]

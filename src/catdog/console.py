@@ -1,9 +1,12 @@
-"""Where output goes: results on stdout; progress on stderr, only for a terminal, never with --quiet."""
+"""Where output goes: results on stdout; progress on stderr, only for a terminal, never with --quiet;
+TensorFlow's and LiteRT's native log lines held back unless --verbose."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import tempfile
 
 _quiet = False
 
@@ -54,3 +57,40 @@ def progress_to_stderr():
     """Keras prints its progress bars and epoch lines to stdout: send them to stderr instead."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+_verbose = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """Lets TensorFlow's and LiteRT's native log lines through (`catdog --verbose`)."""
+    global _verbose
+    _verbose = verbose
+    # Read by TensorFlow and LiteRT as they load, so set before either is imported: 2 hides their
+    # info and warning lines; a value the user set is kept.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Holds native writes to fd 2 back (TensorFlow logs at import despite TF_CPP_MIN_LOG_LEVEL).
+
+    What was held back is written out after all if the block fails, so a real error still shows.
+    """
+    if _verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

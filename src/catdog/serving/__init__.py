@@ -17,7 +17,7 @@ __all__ = ["Settings", "create_app", "serve"]
 
 def load_predictor(model=None, runtime: str = "auto"):
     """The one Predictor the server holds: `model` (default: the shipped one) on `runtime`."""
-    from catdog.predict import Predictor
+    from catdog.inference.predictor import Predictor
 
     return Predictor(model, runtime=runtime)
 

@@ -1,6 +1,6 @@
 """The FastAPI app over one loaded `Predictor`: settings, start-up and shutdown, middleware.
 
-    >>> from catdog.predict import Predictor
+    >>> from catdog.inference.predictor import Predictor
     >>> app = create_app(Predictor(), Settings(api_key="s3cret"))   # any ASGI server runs it
 
 The routes are in `routes.py`, the model work in `service.py`.

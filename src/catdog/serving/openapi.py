@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+from catdog.inference.records import ANSWER_FIELDS, DETECTOR_FIELDS, FIELD_NOTES
 
-class Record(BaseModel):
-    path: str = Field(description="the client's file name (a label only, never used on disk)")
-    label: str = Field(description="cat, dog or unknown")
-    p_dog: float = Field(description="calibrated probability that the image shows a dog")
-    p_pet: float | None = Field(None, description="the unknown detector: ImageNet probability mass on pets")
-    pet_energy: float | None = Field(None, description="the unknown detector: log-sum-exp of the pet logits")
-    pet_score: float | None = Field(None, description="the unknown detector: both scores weighed into one, learned "
-                                                      "against pictures of neither (where the model has it)")
+# The fields of `catdog predict`'s records, with their notes (`catdog.inference.records`).
+_ANSWER_TYPES = {"path": str, "label": str, "p_dog": float}
+Record = create_model(
+    "Record",
+    **{name: (_ANSWER_TYPES[name], Field(description=FIELD_NOTES[name])) for name in ANSWER_FIELDS},
+    **{name: (float | None, Field(None, description=FIELD_NOTES[name])) for name in DETECTOR_FIELDS},
+)
 
 
 class Results(BaseModel):
@@ -50,7 +50,7 @@ PREDICT = dict(
 
 EXPLAIN = dict(
     summary="Grad-CAM overlay of one image (PNG)",
-    description="Where the model looked: a heat map over the image. 501 where `catdog.explain` is missing.",
+    description="Where the model looked: a heat map over the image. 501 where `catdog.inference.gradcam` is missing.",
     responses={200: {"content": {"image/png": {}}, "description": "the overlay"},
                **_errors(401, 413, 415, 422, 501, 503, 504)},
     openapi_extra=_body(many=False),

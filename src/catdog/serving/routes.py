@@ -4,7 +4,7 @@ Each route finds the `Service`, `Settings` and `Stats` on `request.app.state` (s
 `create_app`), so the routes hold no state of their own.
 
     POST /v1/predict   images -> {"results": [one record per image, as `catdog predict` prints]}
-    POST /v1/explain   one image -> PNG Grad-CAM overlay (501 without catdog.explain)
+    POST /v1/explain   one image -> PNG Grad-CAM overlay (501 without catdog.inference.gradcam)
     GET  /v1/info      model, image size, version, runtime, limits;  GET /v1/stats  counters
     GET  /healthz      alive;  GET /readyz  model loaded and warmed up
     GET  /             the page;  GET /docs  API docs rendered offline from /openapi.json

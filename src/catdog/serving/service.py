@@ -18,8 +18,8 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 
-from catdog.images import ImageError, load_image
-from catdog.predict import Scored
+from catdog.data.images import ImageError, load_image, thumbnail
+from catdog.inference.predictor import Scored
 from catdog.serving.batcher import Batcher
 from catdog.serving.uploads import Upload
 
@@ -97,30 +97,29 @@ class Service:
                                              {name: score[name] for name in detector if name in score} or None))
                 for upload, score in zip(uploads, scores, strict=True)]
 
-    # --- Grad-CAM, where the install has catdog.explain (another part of the project adds it)
+    # --- Grad-CAM, where the install has catdog.inference.gradcam (another part of the project adds it)
 
     @staticmethod
     def explain_available() -> bool:
         try:
-            importlib.import_module("catdog.explain")
+            importlib.import_module("catdog.inference.gradcam")
         except ImportError:
             return False
         return True
 
     async def explain(self, upload: Upload) -> bytes:
         if not self.explain_available():
-            raise HTTPException(501, "Grad-CAM is not available in this install (no catdog.explain module)")
+            raise HTTPException(501, "Grad-CAM is not available in this install (no catdog.inference.gradcam module)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decoders, self._overlay_png, upload)
 
     def _explainer_for_model(self):
         with self._explainer_lock:  # built once, on first use: it holds a second view of the model
             if self._explainer is None:
-                from catdog.explain import Explainer
-                from catdog.runtime import keras_source
+                from catdog.inference.gradcam import Explainer
 
-                # Under LiteRT the predictor's path is a .tflite: Grad-CAM needs the Keras model behind it.
-                self._explainer = Explainer(keras_source(self.predictor.path))
+                # Under LiteRT the predictor's path is a .tflite: the Explainer finds the Keras model behind it.
+                self._explainer = Explainer(self.predictor.path)
             return self._explainer
 
     def _overlay_png(self, upload: Upload) -> bytes:
@@ -129,9 +128,7 @@ class Service:
             pixels = load_image(upload.data, name=upload.name)
         except ImageError as error:
             raise HTTPException(status_for(error), str(error)) from None
-        image = Image.fromarray(pixels)
-        image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
-        overlay = self._explainer_for_model().overlay(np.asarray(image))
+        overlay = self._explainer_for_model().overlay(thumbnail(pixels, OVERLAY_SIDE))
         out = io.BytesIO()
         Image.fromarray(overlay).save(out, format="PNG")
         return out.getvalue()

@@ -1,0 +1,1 @@
+"""Inference: `Predictor`, the runtime seam (Keras | LiteRT), the answer arithmetic, records and writers, Grad-CAM."""

@@ -1,0 +1,71 @@
+"""Every custom Keras layer in catdog models, registered under the package name "catdog".
+
+A saved `.keras` file names these layers `catdog>ImageNetScaling`, `catdog>PetEvidence` and
+`catdog>DogOdds`; importing this module is what lets Keras load it (`catdog.inference.keras_runtime`
+does, before loading any model). The registered names never change, so models saved by any
+earlier catdog, whatever module the layer lived in then, keep loading.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras.applications import imagenet_utils
+
+# ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
+DOG_CLASSES, CAT_CLASSES = tuple(range(151, 269)), tuple(range(281, 286))
+PET_CLASSES = DOG_CLASSES + CAT_CLASSES
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class PetEvidence(keras.layers.Layer):
+    """ImageNet logits -> (p_pet, pet_energy), each (N, 1) in float32; higher means more pet-like."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        logits = keras.ops.cast(logits, "float32")
+        energy = keras.ops.logsumexp(keras.ops.take(logits, PET_CLASSES, axis=-1), axis=-1, keepdims=True)
+        p_pet = keras.ops.exp(energy - keras.ops.logsumexp(logits, axis=-1, keepdims=True))
+        return p_pet, energy
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1), (input_shape[0], 1)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class DogOdds(keras.layers.Layer):
+    """ImageNet logits -> (N, 1) float32: the log-odds of its 118 dog breeds against its 5 domestic cats.
+
+    The ImageNet classifier's own answer to "cat or dog?", learned from far more varied photos
+    than Kaggle's; `calibrate` weighs it against the fine-tuned logit (`fit_blend`).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        logits = keras.ops.cast(logits, "float32")
+        dogs, cats = (keras.ops.logsumexp(keras.ops.take(logits, classes, axis=-1), axis=-1, keepdims=True)
+                      for classes in (DOG_CLASSES, CAT_CLASSES))
+        return dogs - cats
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+
+@keras.saving.register_keras_serializable(package="catdog")
+class ImageNetScaling(keras.layers.Layer):
+    """A backbone's own ImageNet input normalisation, as a layer that saves and loads safely."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, pixels):
+        return imagenet_utils.preprocess_input(pixels, data_format="channels_last", mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,1 @@
+"""Training: `train`, resume, calibration (the fitting side), multi-worker training and its launcher."""

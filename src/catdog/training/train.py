@@ -1,0 +1,212 @@
+"""train(cfg) -> a run folder holding everything needed to use, evaluate or reproduce the run.
+
+    runs/<name>/
+      config.json      the resolved config          manifest.csv   the exact split used
+      data.json        source and split counts       history.csv    one row per epoch
+      history_head.csv the head phase's epochs (backbone runs)
+      model.keras      best checkpoint (val loss)    model.json     temperature, classes, timing
+      tensorboard/     TensorBoard logs              backup/        resume state (while training)
+      state.json       running / failed / interrupted / finished, epochs done
+
+Everything that can be checked is checked before the folder is made (config, weights offline,
+the data and its split, the model), so a start that fails leaves nothing behind. A run that
+fails or is interrupted later says so in state.json and resumes (`train(resume=run_dir)`) with
+all of its state: weights, optimizer and schedule step, early stopping, the data order.
+
+Backbone runs go in two phases: the head is fitted on backbone features computed once, then
+the top of the backbone is fine-tuned with a low learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from catdog import config as config_lib
+from catdog import console, runs
+from catdog.config import Config
+from catdog.data import run_data
+from catdog.data.pipeline import make_dataset, steps_per_epoch
+from catdog.errors import ConfigError, DataError, Interrupted
+from catdog.models import builders as model_lib
+from catdog.models.pretrained import check_weights
+from catdog.training import resume as resume_lib
+from catdog.training.calibrate import calibrate
+
+
+def make_optimizer(cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """AdamW on a linear warm-up to `lr`, then cosine decay to zero over `epochs`."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else lr, decay_steps=total - warmup, warmup_target=lr if warmup else None,
+        warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+
+
+def make_loss(cfg: Config, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
+    return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing,
+                                           reduction=reduction)
+
+
+def compile_model(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: int, epochs: int) -> None:
+    model.compile(
+        optimizer=make_optimizer(cfg, lr, steps_per_epoch, epochs),
+        loss=make_loss(cfg),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+                 keras.metrics.AUC(name="auc", from_logits=True)],
+    )
+
+
+def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) -> float:
+    """Fits the head on backbone features computed once; returns the best validation loss."""
+    extractor, head = model.get_layer("features"), model.get_layer("head")
+    # One pass each, so nothing to cache.
+    plain = [make_dataset(ex, dataclasses.replace(cfg, cache="none"), training=False) for ex in (train_ex, val_ex)]
+    verbose = console.keras_verbose()
+    x_train, x_val = (extractor.predict(ds.map(lambda x, y: x), verbose=verbose) for ds in plain)
+    y_train, y_val = (np.array([e.label for e in ex], np.float32) for ex in (train_ex, val_ex))
+    compile_model(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
+    stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
+    # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
+    log = keras.callbacks.CSVLogger(run_dir / "history_head.csv")
+    with resume_lib.interrupt_at_batch() as interrupt:
+        history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
+                           validation_data=(x_val, y_val), callbacks=[stop, log, interrupt],
+                           verbose=2 if verbose else 0)
+    return float(min(history.history["val_loss"]))
+
+
+def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex, extra=()) -> None:
+    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
+    backup = run_dir / "backup"
+    start = resume_lib.read_backup(backup).get("epoch", 0)
+    steps = steps_per_epoch(train_ex, cfg)
+    train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
+                            epochs=(start, cfg.epochs))
+    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
+    compile_model(model, cfg, cfg.learning_rate, steps, cfg.epochs)
+    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir / "history.csv", start)]
+    best = min(past + [state.get("head_val_loss", np.inf)])
+
+    def epoch_done(epoch, logs):
+        state["epochs_done"] = epoch + 1
+        save_state()
+
+    callbacks = [
+        # The row first: a kill before the backup redoes the epoch, and the row is cut on resume.
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
+                                        initial_value_threshold=best if np.isfinite(best) else None),
+        resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
+        resume_lib.EpochBackup(backup),  # restores the last finished epoch's state when fit begins
+        keras.callbacks.TensorBoard(run_dir / "tensorboard"),
+        keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
+        *extra,
+    ]
+    with resume_lib.interrupt_at_batch() as interrupt:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps,
+                  callbacks=[*callbacks, interrupt], shuffle=False, verbose=console.keras_verbose())
+
+
+def _start(cfg: Config) -> tuple[Path, keras.Model, tuple]:
+    """Checks everything, then makes the run folder: a refused start leaves nothing behind."""
+    check_weights(cfg)
+    if cfg.precision == "bfloat16" and model_lib.cpu_has_bfloat16() is False:
+        warnings.warn("precision=bfloat16: this CPU has no AVX512-BF16 or AMX, so bfloat16 is emulated and "
+                      "likely slower than float32", stacklevel=2)
+    name = cfg.name or f"{cfg.model.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.runs_dir) / name
+    if Path(cfg.runs_dir).exists() and not Path(cfg.runs_dir).is_dir():
+        raise ConfigError(f"runs_dir: {cfg.runs_dir} is a file; expected a folder")
+    checked = run_data.check(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    model = model_lib.build_model(cfg)
+    runs.claim(run_dir)
+    run_dir.mkdir(parents=True)
+    try:
+        splits = run_data.record(run_dir, cfg, checked)
+        config_lib.save(cfg, run_dir / "config.json")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir, model, splits
+
+
+def _reopen(resume: str | os.PathLike) -> tuple[Path, Config, dict, tuple]:
+    run_dir = runs.check_run(resume, needs=("config.json", "data.json", "manifest.csv"))
+    state = runs.read_state(run_dir)
+    if state.get("status") == "finished":
+        raise DataError(f"{run_dir}: this run has finished; nothing to resume")
+    runs.check_not_running(run_dir, state)
+    cfg = config_lib.load(run_dir / "config.json")
+    splits = tuple(run_data.split(run_dir, name, cfg.max_images, cfg.seed) for name in ("train", "val"))
+    return run_dir, cfg, state, splits
+
+
+def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks=()) -> Path:
+    """Trains a model and returns its run folder; `resume` continues a failed or interrupted run.
+
+        >>> run_dir = train(config.resolve("tiny", ["data=train.zip"]))
+
+    `callbacks` are added to the image phase's (for tests and tools).
+    """
+    model = None
+    if resume:
+        run_dir, cfg, state, (train_ex, val_ex) = _reopen(resume)
+    else:
+        cfg, state = cfg or Config(), {}
+        with model_lib.precision(cfg.precision):
+            run_dir, model, (train_ex, val_ex) = _start(cfg)
+    started = time.time() - state.get("seconds", 0.0)  # wall time adds up across resumes
+
+    def save_state(**changes):
+        state.update(changes, seconds=round(time.time() - started, 1))
+        runs.write_state(run_dir, state)
+
+    save_state(status="running", pid=os.getpid(), epochs_done=state.get("epochs_done", 0))
+    try:
+        _run(cfg, run_dir, state, save_state, model, train_ex, val_ex, callbacks)
+    except KeyboardInterrupt:
+        save_state(status="interrupted")
+        raise Interrupted(f"interrupted: {run_dir} keeps {state['epochs_done']} finished epoch(s); "
+                          f"continue with: catdog train --resume {run_dir}") from None
+    except BaseException as error:
+        save_state(status="failed", error=f"{type(error).__name__}: {error}"[:500])
+        error.add_note(f"{run_dir} keeps {state['epochs_done']} finished epoch(s): catdog train --resume {run_dir}")
+        raise
+    save_state(status="finished")
+    return run_dir
+
+
+def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, val_ex, callbacks) -> None:
+    transfer = cfg.model != "scratch"
+    # Keras prints progress to stdout, which is for results.
+    with console.progress_to_stderr(), model_lib.precision(cfg.precision):
+        if model is None:
+            keras.utils.set_random_seed(cfg.seed)
+            resumed_head = transfer and "head_val_loss" in state
+            model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
+        if transfer and "head_val_loss" not in state:
+            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
+            model.save(run_dir / "model.keras")
+            save_state()
+        if (not transfer or cfg.fine_tune_layers > 0) and not state.get("images_done"):
+            if transfer:
+                model_lib.unfreeze_top(model, cfg.fine_tune_layers)
+            _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
+            save_state(images_done=True)
+    model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
+    for cache in run_dir.glob("cache-*"):
+        cache.unlink()
+    with console.progress_to_stderr():
+        calibrate(run_dir)
