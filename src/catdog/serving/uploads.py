@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FIELD = "file"
@@ -52,7 +53,10 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
     if b"boundary" not in options:
         raise HTTPException(422, "multipart/form-data without a boundary")
     parts = _Parts(max_bytes, max_files)
-    parser = MultipartParser(options[b"boundary"], parts.callbacks())
+    try:
+        parser = MultipartParser(options[b"boundary"], parts.callbacks())
+    except FormParserError as error:  # a boundary python-multipart refuses (over 256 characters)
+        raise HTTPException(422, f"malformed multipart Content-Type ({error})") from None
     received = 0
     async for chunk in request.stream():
         received += len(chunk)

@@ -1,0 +1,131 @@
+"""catdog serve against hostile HTTP clients, through real sockets (issue #27).
+
+A `catdog serve` subprocess on a free 127.0.0.1 port, with a short --read-timeout so that slow
+clients are cut off within a test's patience; its log is kept to check what it says.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from catdog import __version__
+from catdog.serving import Settings, create_app
+
+READ_TIMEOUT_S = 2.0
+IDLE_S = 5  # uvicorn's keep-alive timeout, which catdog serve applies from a connection's start too
+
+
+def jpeg(seed: int = 0) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (120, 160, 3), np.uint8)).save(out, "JPEG")
+    return out.getvalue()
+
+
+@contextmanager
+def catdog_serve(log: Path, *flags: str):
+    """`catdog serve FLAGS` on a free port, ready; yields (process, port). Stopped (SIGTERM) at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), *flags],
+                                   stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "CATDOG_API_KEY": ""})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "catdog serve never became ready"
+            time.sleep(0.2)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(port, log file) of one `catdog serve --read-timeout 2` for the whole module."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with catdog_serve(log) as (_, port):
+        yield port, log
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def read_until_closed(sock: socket.socket, patience: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed (monotonic)."""
+    sock.settimeout(patience)
+    received = b""
+    while chunk := sock.recv(65536):  # socket.timeout here: the server kept the connection open
+        received += chunk
+    return received, time.monotonic()
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends raw `request` bytes (which should ask for Connection: close); (status, headers, body)."""
+    with connect(port) as sock:
+        sock.sendall(request)
+        response, _ = read_until_closed(sock, 30)
+    return parse(response)
+
+
+def parse(response: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def raw_upload(filename: bytes, body: bytes) -> bytes:
+    return (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: image/jpeg\r\n"
+            b"X-Filename: " + filename + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def trickle(sock: socket.socket, data: bytes, every: float, patience: float) -> tuple[bytes, float]:
+    """Sends `data` a byte at a time, `every` seconds apart, until the server answers or closes."""
+    started = time.monotonic()
+    sock.settimeout(every)
+    for byte in data:
+        assert time.monotonic() - started < patience, "the server never cut the slow client off"
+        try:
+            sock.sendall(bytes([byte]))
+            answer = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return b"", time.monotonic() - started
+        return answer, time.monotonic() - started
+    raise AssertionError("the whole slow request went through: send more bytes or a shorter --read-timeout")
+
+
+def test_a_boundary_python_multipart_refuses_is_422_not_500(server):
+    port, log = server
+    answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=jpeg(),
+                        headers={"content-type": "multipart/form-data; boundary=" + "b" * 300})
+    assert answer.status_code == 422 and "boundary" in answer.json()["detail"].lower()
+    assert answer.headers["x-catdog-version"] == __version__
+    assert "Traceback" not in log.read_text()
