@@ -129,3 +129,15 @@ def test_a_boundary_python_multipart_refuses_is_422_not_500(server):
     assert answer.status_code == 422 and "boundary" in answer.json()["detail"].lower()
     assert answer.headers["x-catdog-version"] == __version__
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("sent, path", [
+    ("chat-\N{CAT FACE}.jpg".encode(), "chat-\N{CAT FACE}.jpg"),  # plain UTF-8 bytes, as curl sends them
+    (b"UTF-8''chat-%F0%9F%90%B1.jpg", "chat-\N{CAT FACE}.jpg"),  # RFC 8187, as in filename*=
+    ("caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg".encode("latin-1"), "caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg"),
+    (b"a\xc2\x85b\xc2\x9fc.jpg", "abc.jpg"),  # C1 controls (U+0085, U+009F) are dropped, as C0 ones are
+])
+def test_x_filename_is_read_as_the_client_wrote_it(server, sent, path):
+    port, _ = server
+    status, _, body = exchange(port, raw_upload(sent, jpeg()))
+    assert status == 200 and json.loads(body)["results"][0]["path"] == path
