@@ -131,6 +131,25 @@ def test_a_boundary_python_multipart_refuses_is_422_not_500(server):
     assert "Traceback" not in log.read_text()
 
 
+class Broken:
+    """A predictor whose image loading has a bug: every upload raises inside the app."""
+
+    image_size, detector_scores = 8, ()
+
+    def scores(self, pixels):
+        return {"logit": np.zeros(len(pixels))}
+
+    def load(self, data, name):
+        raise RuntimeError("a bug in catdog")
+
+
+def test_a_500_carries_the_version_and_is_counted():
+    with TestClient(create_app(Broken(), Settings()), raise_server_exceptions=False) as client:
+        answer = client.post("/v1/predict", content=jpeg(), headers={"content-type": "image/jpeg"})
+        assert answer.status_code == 500 and answer.headers["x-catdog-version"] == __version__
+        assert client.get("/v1/stats").json()["responses"]["POST /v1/predict 500"] == 1
+
+
 @pytest.mark.parametrize("sent, path", [
     ("chat-\N{CAT FACE}.jpg".encode(), "chat-\N{CAT FACE}.jpg"),  # plain UTF-8 bytes, as curl sends them
     (b"UTF-8''chat-%F0%9F%90%B1.jpg", "chat-\N{CAT FACE}.jpg"),  # RFC 8187, as in filename*=

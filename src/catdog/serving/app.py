@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from catdog import __version__
 from catdog.config import ConfigError
@@ -59,7 +61,12 @@ class Stats:
 
 
 class VersionHeader:
-    """ASGI middleware: X-Catdog-Version on every response (errors and static files too), and counts."""
+    """ASGI middleware: X-Catdog-Version on every response (errors and static files too), and counts.
+
+    What escapes the app is answered here too: a bug is a 500 with the header, then re-raised for
+    the server to log; a client gone mid-request (ClientDisconnect) is not an error and ends the
+    request without an answer (the server logs it in one line: `catdog.serving.server`).
+    """
 
     def __init__(self, app, stats: Stats):
         self.app, self.stats = app, stats
@@ -67,15 +74,25 @@ class VersionHeader:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
 
         async def send_with_version(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), (b"x-catdog-version", __version__.encode())]
                 path = scope["path"] if scope["path"] in COUNTED else "other"  # bounded: no key per stray URL
                 self.stats.responses[f"{scope['method']} {path} {message['status']}"] += 1
             await send(message)
 
-        await self.app(scope, receive, send_with_version)
+        try:
+            await self.app(scope, receive, send_with_version)
+        except ClientDisconnect:
+            return
+        except Exception:
+            if not started:  # Starlette's own 500 is sent from outside every middleware: without the header
+                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_version)
+            raise
 
 
 def create_app(predictor, settings: Settings | None = None) -> FastAPI:
