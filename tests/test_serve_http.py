@@ -68,7 +68,7 @@ def catdog_serve(log: Path, *flags: str):
 def server(tmp_path_factory):
     """(port, log file) of one `catdog serve --read-timeout 2` for the whole module."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with catdog_serve(log) as (_, port):
+    with catdog_serve(log, "--read-timeout", str(READ_TIMEOUT_S)) as (_, port):
         yield port, log
 
 
@@ -131,6 +131,12 @@ def test_a_boundary_python_multipart_refuses_is_422_not_500(server):
     assert "Traceback" not in log.read_text()
 
 
+def test_uvicorns_own_400_carries_the_version(server):
+    port, _ = server
+    status, headers, _ = exchange(port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    assert status == 400 and headers["x-catdog-version"] == __version__
+
+
 class Broken:
     """A predictor whose image loading has a bug: every upload raises inside the app."""
 
@@ -150,6 +156,37 @@ def test_a_500_carries_the_version_and_is_counted():
         assert client.get("/v1/stats").json()["responses"]["POST /v1/predict 500"] == 1
 
 
+def test_a_slow_body_is_answered_408_within_the_read_timeout(server):
+    port, _ = server
+    with connect(port) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 4096\r\n\r\n")
+        answer, waited = trickle(sock, b"x" * 4096, every=0.25, patience=READ_TIMEOUT_S + 5)
+        rest, _ = read_until_closed(sock, 5)  # and the connection is closed
+    status, headers, body = parse(answer + rest)
+    assert status == 408 and headers["connection"] == "close" and headers["x-catdog-version"] == __version__
+    assert READ_TIMEOUT_S - 0.5 < waited < READ_TIMEOUT_S + 2, waited
+    assert b"2 s" in body
+
+
+def test_headers_sent_a_byte_at_a_time_are_answered_408(server):
+    port, _ = server
+    with connect(port) as sock:
+        answer, waited = trickle(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4000,
+                                 every=0.25, patience=READ_TIMEOUT_S + 5)
+        rest, _ = read_until_closed(sock, 5)
+    status, headers, _ = parse(answer + rest)
+    assert status == 408 and headers["x-catdog-version"] == __version__
+    assert waited < READ_TIMEOUT_S + 2, waited
+
+
+def test_a_connection_that_sends_nothing_is_closed(server):
+    port, _ = server
+    with connect(port) as sock:
+        opened = time.monotonic()
+        received, closed = read_until_closed(sock, IDLE_S + 5)
+    assert received == b"" and IDLE_S - 1 < closed - opened < IDLE_S + 3  # closed without an answer
+
+
 @pytest.mark.parametrize("sent, path", [
     ("chat-\N{CAT FACE}.jpg".encode(), "chat-\N{CAT FACE}.jpg"),  # plain UTF-8 bytes, as curl sends them
     (b"UTF-8''chat-%F0%9F%90%B1.jpg", "chat-\N{CAT FACE}.jpg"),  # RFC 8187, as in filename*=
@@ -160,3 +197,18 @@ def test_x_filename_is_read_as_the_client_wrote_it(server, sent, path):
     port, _ = server
     status, _, body = exchange(port, raw_upload(sent, jpeg()))
     assert status == 200 and json.loads(body)["results"][0]["path"] == path
+
+
+def test_a_client_dropping_mid_upload_is_one_log_line_not_a_traceback(server):
+    port, log = server
+    with connect(port) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 40960\r\n\r\n" + b"x" * 1000)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while "disconnected" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text
+    [line] = [line for line in text.splitlines() if "disconnected" in line]
+    assert "POST /v1/predict" in line and line.startswith("INFO"), line

@@ -34,6 +34,7 @@ class Settings:
     max_upload_bytes: int = 10 * 2**20  # per image; a request may carry max_files of them
     max_files: int = 16  # images in one request
     timeout_s: float = 30.0  # decode + queue + model, per request: then 504
+    read_timeout_s: float = 30.0  # to send a whole request, headers and body, from its first byte: then 408
     queue_size: int = 64  # images waiting for the model: beyond it, 503 + Retry-After
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are given
@@ -41,7 +42,7 @@ class Settings:
     batch_wait_s: float = 0.004  # longest wait for more images, and only when some are already queued
 
     def __post_init__(self):
-        for name in ("max_upload_bytes", "max_files", "timeout_s", "queue_size", "max_batch"):
+        for name in ("max_upload_bytes", "max_files", "timeout_s", "read_timeout_s", "queue_size", "max_batch"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"serve: {name} must be positive, got {getattr(self, name)!r}")
         if self.batch_wait_s < 0:
