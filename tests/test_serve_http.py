@@ -26,6 +26,7 @@ from PIL import Image
 
 from catdog import __version__
 from catdog.serving import Settings, create_app
+from catdog.serving import server as catdog_server
 
 READ_TIMEOUT_S = 2.0
 IDLE_S = 5  # uvicorn's keep-alive timeout, which catdog serve applies from a connection's start too
@@ -212,3 +213,61 @@ def test_a_client_dropping_mid_upload_is_one_log_line_not_a_traceback(server):
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text
     [line] = [line for line in text.splitlines() if "disconnected" in line]
     assert "POST /v1/predict" in line and line.startswith("INFO"), line
+
+
+def test_sigterm_after_a_clean_drain_exits_0(tmp_path):
+    body = jpeg(1)
+    with catdog_serve(tmp_path / "serve.log") as (process, port), connect(port) as sock:
+        request = raw_upload(b"in-flight.jpg", body)
+        sock.sendall(request[:-1000])  # a request in flight when SIGTERM comes
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(request[-1000:])
+        status, _, answer = parse(read_until_closed(sock, 30)[0])
+        assert status == 200 and json.loads(answer)["results"][0]["path"] == "in-flight.jpg"
+        assert process.wait(60) == 0, (tmp_path / "serve.log").read_text()
+
+
+class Stuck(Broken):
+    """A predictor whose model call, once armed, holds its batch for 3 s: longer than the drain below allows."""
+
+    armed = False
+
+    def __init__(self):
+        self.entered = threading.Event()
+
+    def load(self, data, name):
+        return np.zeros((8, 8, 3), np.uint8)
+
+    def scores(self, pixels):
+        if self.armed:
+            self.entered.set()
+            time.sleep(3)
+        return super().scores(pixels)
+
+
+def test_a_drain_cut_short_is_counted_so_the_exit_is_not_0():
+    stuck = Stuck()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = catdog_server.config(create_app(stuck, Settings()), port=port, timeout_graceful_shutdown=0.5,
+                                  log_level="critical")  # the cut-off request's traceback is expected here
+    server = catdog_server.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started or httpx.get(f"{url}/readyz").status_code != 200:
+        assert thread.is_alive()
+        time.sleep(0.05)
+    stuck.armed = True
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(httpx.post(
+        f"{url}/v1/predict", content=jpeg(), headers={"content-type": "image/jpeg"}, timeout=30).status_code))
+    request.start()
+    assert stuck.entered.wait(10)
+    server.should_exit = True  # what SIGTERM does
+    thread.join(20), request.join(20)
+    assert server.cut_off == 1 and answers == [500]
+

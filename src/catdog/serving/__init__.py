@@ -26,7 +26,8 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = 
     """Loads the model once, then serves until interrupted; `settings` are `Settings` fields.
 
     `api_key` defaults to $CATDOG_API_KEY. Shutdown is graceful: uvicorn stops accepting,
-    requests in flight are answered (up to 30 s), then the batcher drains (see `catdog.serving.server`).
+    requests in flight are answered (up to 30 s), then the batcher drains. After SIGTERM it
+    returns (exit status 0); see `catdog.serving.server.run`.
     """
     from catdog.serving.server import run
 

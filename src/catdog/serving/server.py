@@ -1,4 +1,4 @@
-"""How `catdog serve` runs the app on uvicorn: bounds for slow and idle clients.
+"""How `catdog serve` runs the app on uvicorn: bounds for slow and idle clients, and a clean exit.
 
     >>> run(create_app(predictor, Settings(read_timeout_s=30)), port=8000)   # blocks until SIGTERM or Ctrl-C
 
@@ -11,18 +11,25 @@ connection for as long as the client liked. `Protocol` bounds each state of a co
     reading    from a request's first byte, `read_timeout_s` to send all of it, headers and
                body: then 408 and the connection closes
     answering  the app's own `timeout_s` (504)
+
+`run` exits quietly after SIGTERM: uvicorn re-raises the signal once it has shut down, which
+would kill the process (status 143) even after a clean drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import signal
+import threading
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from catdog import __version__
+from catdog.errors import InputsFailed
 
 DRAIN_S = 30  # after SIGTERM or Ctrl-C, the requests in flight get this long to be answered
 
@@ -107,6 +114,18 @@ class Protocol(H11Protocol):
         return "%s:%d" % self.client if self.client else "-"
 
 
+class Server(uvicorn.Server):
+    """uvicorn's Server; `cut_off` counts the requests its shutdown cancelled after the drain's bound."""
+
+    cut_off = 0
+
+    async def shutdown(self, sockets=None) -> None:
+        in_flight = set(self.server_state.tasks)
+        await super().shutdown(sockets)
+        # uvicorn's request handler swallows the CancelledError (to answer 500), but the task still counts it
+        self.cut_off = sum(task.cancelling() > 0 for task in in_flight)
+
+
 def config(app, host: str = "127.0.0.1", port: int = 8000, **options) -> uvicorn.Config:
     """The uvicorn settings `catdog serve` runs `app` (from `create_app`) with; `options` override them."""
     protocol = functools.partial(Protocol, read_timeout=app.state.settings.read_timeout_s)
@@ -115,5 +134,30 @@ def config(app, host: str = "127.0.0.1", port: int = 8000, **options) -> uvicorn
 
 
 def run(app, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serves `app` until SIGTERM or Ctrl-C, answers the requests in flight (up to DRAIN_S), then returns."""
-    uvicorn.Server(config(app, host, port)).run()
+    """Serves `app` until SIGTERM or Ctrl-C, answers the requests in flight (up to DRAIN_S), then returns.
+
+    SIGTERM returns normally (exit status 0); Ctrl-C raises KeyboardInterrupt (130); requests the
+    drain had to cut off raise InputsFailed (1).
+    """
+    server = Server(config(app, host, port))
+    with _sigterm_stops(server):
+        server.run()
+    if server.cut_off:
+        raise InputsFailed(f"serve: {server.cut_off} request(s) still running {DRAIN_S} s after the stop were cut off")
+
+
+@contextlib.contextmanager
+def _sigterm_stops(server: Server):
+    """SIGTERM stops `server`, also when it comes just before or after uvicorn's own handler is in place.
+
+    uvicorn re-raises the SIGTERM it stopped for once its shutdown is done; under the default
+    handler that killed the process (status 143), here it only asks a stopped server to stop.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has signal handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
