@@ -264,10 +264,11 @@ def test_a_drain_cut_short_is_counted_so_the_exit_is_not_0():
     stuck.armed = True
     answers = []
     request = threading.Thread(target=lambda: answers.append(httpx.post(
-        f"{url}/v1/predict", content=jpeg(), headers={"content-type": "image/jpeg"}, timeout=30).status_code))
+        f"{url}/v1/predict", content=jpeg(), headers={"content-type": "image/jpeg"}, timeout=30)))
     request.start()
     assert stuck.entered.wait(10)
     server.should_exit = True  # what SIGTERM does
     thread.join(20), request.join(20)
-    assert server.cut_off == 1 and answers == [500]
+    [answer] = answers
+    assert server.cut_off == 1 and answer.status_code == 500 and answer.headers["x-catdog-version"] == __version__
 

@@ -64,9 +64,10 @@ class Stats:
 class VersionHeader:
     """ASGI middleware: X-Catdog-Version on every response (errors and static files too), and counts.
 
-    What escapes the app is answered here too: a bug is a 500 with the header, then re-raised for
-    the server to log; a client gone mid-request (ClientDisconnect) is not an error and ends the
-    request without an answer (the server logs it in one line: `catdog.serving.server`).
+    What escapes the app is answered here too: a bug (or a request cut off by the server's
+    shutdown) is a 500 with the header, then re-raised for the server to log; a client gone
+    mid-request (ClientDisconnect) is not an error and ends the request without an answer (the
+    server logs it in one line: `catdog.serving.server`).
     """
 
     def __init__(self, app, stats: Stats):
@@ -90,7 +91,7 @@ class VersionHeader:
             await self.app(scope, receive, send_with_version)
         except ClientDisconnect:
             return
-        except Exception:
+        except BaseException:  # a bug, or a request cancelled by the server's shutdown
             if not started:  # Starlette's own 500 is sent from outside every middleware: without the header
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_version)
             raise

@@ -122,7 +122,7 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
         in_flight = set(self.server_state.tasks)
         await super().shutdown(sockets)
-        # uvicorn's request handler swallows the CancelledError (to answer 500), but the task still counts it
+        # uvicorn's request handler logs and swallows their CancelledError, but each task still counts it
         self.cut_off = sum(task.cancelling() > 0 for task in in_flight)
 
 
