@@ -91,7 +91,7 @@ class VersionHeader:
             await self.app(scope, receive, send_with_version)
         except ClientDisconnect:
             return
-        except BaseException:  # a bug, or a request cancelled by the server's shutdown
+        except (Exception, asyncio.CancelledError):  # a bug, or a request cut off by the server's shutdown
             if not started:  # Starlette's own 500 is sent from outside every middleware: without the header
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_version)
             raise

@@ -129,8 +129,8 @@ class Server(uvicorn.Server):
 def config(app, host: str = "127.0.0.1", port: int = 8000, **options) -> uvicorn.Config:
     """The uvicorn settings `catdog serve` runs `app` (from `create_app`) with; `options` override them."""
     protocol = functools.partial(Protocol, read_timeout=app.state.settings.read_timeout_s)
-    return uvicorn.Config(app, host=host, port=port, **{"http": protocol, "timeout_graceful_shutdown": DRAIN_S,
-                                                        "log_level": "info", "server_header": False, **options})
+    defaults = dict(http=protocol, timeout_graceful_shutdown=DRAIN_S, log_level="info", server_header=False)
+    return uvicorn.Config(app, host=host, port=port, **(defaults | options))
 
 
 def run(app, host: str = "127.0.0.1", port: int = 8000) -> None:
