@@ -160,7 +160,8 @@ def test_a_500_carries_the_version_and_is_counted():
 def test_a_slow_body_is_answered_408_within_the_read_timeout(server):
     port, _ = server
     with connect(port) as sock:
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 4096\r\n\r\n")
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 4096\r\n\r\n")
         answer, waited = trickle(sock, b"x" * 4096, every=0.25, patience=READ_TIMEOUT_S + 5)
         rest, _ = read_until_closed(sock, 5)  # and the connection is closed
     status, headers, body = parse(answer + rest)

@@ -77,7 +77,8 @@ class Protocol(H11Protocol):
             return
         self._stop_reading()
         if their_state is h11.IDLE and self.timeout_keep_alive_task is None:  # uvicorn arms it only after a response
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            idle = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.timeout_keep_alive_task = idle
 
     def _stop_reading(self) -> None:
         if self.read_deadline is not None:
