@@ -419,6 +419,6 @@ def test_catdog_serve_end_to_end_with_the_key_from_the_environment(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=60)[0]
-    # uvicorn finishes, runs the shutdown (the batcher drains), then re-raises SIGTERM as its exit status
+    # uvicorn finishes and runs the shutdown (the batcher drains): a clean stop, so status 0
     assert "Application shutdown complete" in output and "Finished server process" in output, output
-    assert server.returncode in (0, -signal.SIGTERM)
+    assert server.returncode == 0

@@ -249,7 +249,7 @@ def _serve(args) -> int:
     key = {"api_key": args.api_key} if args.api_key else {}  # else serve() reads $CATDOG_API_KEY
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime,
           max_upload_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files, timeout_s=args.timeout,
-          queue_size=args.queue_size, cors_origins=tuple(args.cors_origin), **key)
+          read_timeout_s=args.read_timeout, queue_size=args.queue_size, cors_origins=tuple(args.cors_origin), **key)
     return 0
 
 
@@ -389,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10, help="largest image accepted, in MiB")
     p.add_argument("--max-files", type=int, default=16, help="most images in one request")
     p.add_argument("--timeout", type=float, default=30, help="seconds before a request is answered 504")
+    p.add_argument("--read-timeout", type=float, default=30,
+                   help="seconds a client has to send a whole request, from its first byte, before 408")
     p.add_argument("--queue-size", type=int, default=64, help="images waiting for the model before 503")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow this browser origin (repeatable); CORS is off without it")

@@ -26,13 +26,12 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 8000, runtime: str = 
     """Loads the model once, then serves until interrupted; `settings` are `Settings` fields.
 
     `api_key` defaults to $CATDOG_API_KEY. Shutdown is graceful: uvicorn stops accepting,
-    requests in flight are answered (up to 30 s), then the batcher drains.
+    requests in flight are answered (up to 30 s), then the batcher drains. After SIGTERM it
+    returns (exit status 0); see `catdog.serving.server.run`.
     """
-    import uvicorn
+    from catdog.serving.server import run
 
     settings.setdefault("api_key", os.environ.get("CATDOG_API_KEY") or None)
     settings["cors_origins"] = tuple(settings.get("cors_origins") or ())
     config = Settings(**settings)  # a wrong field name fails here, before the model loads
-    app = create_app(load_predictor(model, runtime), config)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=30, log_level="info",
-                server_header=False)
+    run(create_app(load_predictor(model, runtime), config), host=host, port=port)

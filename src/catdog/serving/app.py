@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from catdog import __version__
 from catdog.config import ConfigError
@@ -32,6 +34,7 @@ class Settings:
     max_upload_bytes: int = 10 * 2**20  # per image; a request may carry max_files of them
     max_files: int = 16  # images in one request
     timeout_s: float = 30.0  # decode + queue + model, per request: then 504
+    read_timeout_s: float = 30.0  # to send a whole request, headers and body, from its first byte: then 408
     queue_size: int = 64  # images waiting for the model: beyond it, 503 + Retry-After
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are given
@@ -39,7 +42,7 @@ class Settings:
     batch_wait_s: float = 0.004  # longest wait for more images, and only when some are already queued
 
     def __post_init__(self):
-        for name in ("max_upload_bytes", "max_files", "timeout_s", "queue_size", "max_batch"):
+        for name in ("max_upload_bytes", "max_files", "timeout_s", "read_timeout_s", "queue_size", "max_batch"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"serve: {name} must be positive, got {getattr(self, name)!r}")
         if self.batch_wait_s < 0:
@@ -59,7 +62,13 @@ class Stats:
 
 
 class VersionHeader:
-    """ASGI middleware: X-Catdog-Version on every response (errors and static files too), and counts."""
+    """ASGI middleware: X-Catdog-Version on every response (errors and static files too), and counts.
+
+    What escapes the app is answered here too: a bug (or a request cut off by the server's
+    shutdown) is a 500 with the header, then re-raised for the server to log; a client gone
+    mid-request (ClientDisconnect) is not an error and ends the request without an answer (the
+    server logs it in one line: `catdog.serving.server`).
+    """
 
     def __init__(self, app, stats: Stats):
         self.app, self.stats = app, stats
@@ -67,15 +76,25 @@ class VersionHeader:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
 
         async def send_with_version(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), (b"x-catdog-version", __version__.encode())]
                 path = scope["path"] if scope["path"] in COUNTED else "other"  # bounded: no key per stray URL
                 self.stats.responses[f"{scope['method']} {path} {message['status']}"] += 1
             await send(message)
 
-        await self.app(scope, receive, send_with_version)
+        try:
+            await self.app(scope, receive, send_with_version)
+        except ClientDisconnect:
+            return
+        except (Exception, asyncio.CancelledError):  # a bug, or a request cut off by the server's shutdown
+            if not started:  # Starlette's own 500 is sent from outside every middleware: without the header
+                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_version)
+            raise
 
 
 def create_app(predictor, settings: Settings | None = None) -> FastAPI:

@@ -1,19 +1,22 @@
 """Reading images out of a request, with the limits enforced while the body streams in.
 
 A request carries images either as multipart/form-data (field `file`, repeatable) or as a raw
-body (any other content type; its name from the `X-Filename` header). Everything stays in
-memory and is bounded: a declared Content-Length over the limit is refused before any of the
-body is read, a part that grows past `max_bytes` or a file past `max_files` is refused as
-soon as it arrives (413), not after the whole body has been read. The client's file name is
-only ever echoed back as a label, never used as a path.
+body (any other content type; its name from the `X-Filename` header, in UTF-8 or as RFC 8187's
+`UTF-8''%-encoded` ext-value). Everything stays in memory and is bounded: a declared
+Content-Length over the limit is refused before any of the body is read, a part that grows past
+`max_bytes` or a file past `max_files` is refused as soon as it arrives (413), not after the
+whole body has been read. The client's file name is only ever echoed back as a label, never
+used as a path.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from fastapi import HTTPException, Request
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FIELD = "file"
@@ -27,12 +30,35 @@ class Upload:
 
 
 def client_name(raw: str | bytes | None, default: str = "upload") -> str:
-    """The last component of a client-supplied file name, printable and at most 200 characters."""
+    """The last component of a client-supplied file name, printable and at most 200 characters.
+
+    Bytes are read as UTF-8, else as latin-1. Control characters (C0, DEL and C1) are dropped.
+    """
     if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = raw.decode("latin-1")  # HTTP's historical charset: every byte is a character
     name = re.split(r"[/\\]", raw or "")[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()[:200]
+    name = re.sub(r"[\x00-\x1f\x7f-\x9f]", "", name).strip()[:200]
     return name or default
+
+
+# RFC 8187's ext-value, as in `filename*=UTF-8''chat-%F0%9F%90%B1.jpg`: charset, optional language, %-encoded
+EXT_VALUE = re.compile(r"(?i)(utf-8|iso-8859-1)'[^']*'(.*)")
+
+
+def _header_name(value: str | None) -> str | bytes | None:
+    """A file name from a header (X-Filename): an RFC 8187 ext-value decoded, else the header's raw bytes.
+
+    ASGI servers hand header values over as latin-1 text; encoding it back gives the bytes the
+    client sent (UTF-8 from curl or a browser), which `client_name` decodes.
+    """
+    if value is None:
+        return None
+    if ext := EXT_VALUE.fullmatch(value):
+        return unquote(ext[2], encoding=ext[1], errors="replace")
+    return value.encode("latin-1")
 
 
 def _too_large(what: str, limit: int) -> HTTPException:
@@ -52,7 +78,10 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
     if b"boundary" not in options:
         raise HTTPException(422, "multipart/form-data without a boundary")
     parts = _Parts(max_bytes, max_files)
-    parser = MultipartParser(options[b"boundary"], parts.callbacks())
+    try:
+        parser = MultipartParser(options[b"boundary"], parts.callbacks())
+    except FormParserError as error:  # a boundary python-multipart refuses (over 256 characters)
+        raise HTTPException(422, f"malformed multipart Content-Type ({error})") from None
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
@@ -78,7 +107,7 @@ async def _read_raw(request: Request, max_bytes: int) -> Upload:
         chunks.append(chunk)
     if not size:
         raise HTTPException(422, f"empty request body: send multipart field '{FIELD}' or a raw image body")
-    return Upload(client_name(request.headers.get("x-filename")), b"".join(chunks))
+    return Upload(client_name(_header_name(request.headers.get("x-filename"))), b"".join(chunks))
 
 
 class _Parts:
