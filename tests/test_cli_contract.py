@@ -118,7 +118,8 @@ def ctx(tmp_path_factory) -> Ctx:
     f["moved_run"] = root / "moved"
     shutil.copytree(run, f["moved_run"])
     summary = json.loads((run / "data.json").read_text())
-    (f["moved_run"] / "data.json").write_text(json.dumps({**summary, "root": str(root / "gone-data")}))
+    gone = {"root": str(root / "gone-data"), "settings": {**summary["settings"], "source": str(root / "gone-source")}}
+    (f["moved_run"] / "data.json").write_text(json.dumps({**summary, **gone}))  # the source and its copy
     inner = _zip(root / "train.zip", {"train/cat.1.jpg": b"\0" * 5_000_000}, deflate=True)
     f["nested_bomb"] = root / "all.zip"
     with zipfile.ZipFile(f["nested_bomb"], "w") as zf:
@@ -151,7 +152,7 @@ CASES = [
     ("out-of-range-fractions", lambda c: T(c, "val_fraction=0.6", "test_fraction=0.5"), 2,
      "val_fraction + test_fraction", {}),
     ("bad-choice", lambda c: T(c, "cache=dsk"), 2,
-     "cache: expected one of memory, disk, none, got 'dsk' (did you mean disk?)", {}),
+     "cache: expected one of auto, memory, disk, none, got 'dsk' (did you mean disk?)", {}),
     ("bad-name", lambda c: T(c, "name=../escape"), 2, "name: expected a folder name", {}),
     ("unknown-preset", lambda c: ["train", "--preset", "huge"], 2, "unknown preset 'huge'", {}),
     ("misspelt-preset", lambda c: ["config", "--preset", "tinyy"], 2, "(did you mean tiny?)", {}),

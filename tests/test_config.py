@@ -22,7 +22,7 @@ def test_overrides_are_typed():
     ("epochs=three", "epochs: expected int"),
     ("augment=maybe", "augment: expected true or false"),
     ("epochs", "not of the form key=value"),
-    ("cache=gpu", "cache: expected one of memory, disk, none"),
+    ("cache=gpu", "cache: expected one of auto, memory, disk, none"),
     ("unknown_budget=0.5", r"unknown_budget: expected a value in \[0.0, 0.5\)"),
     ("unknown_budget=-0.1", "unknown_budget: expected a value"),
 ])

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from conftest import dtype_policies, synthetic_image, write_kaggle_tree
 
 from catdog.config import ConfigError
 from catdog.inference.shards import merge, parse_shard, select
-from catdog.training.distributed import Worker, worker_from_env
+from catdog.training.clusters import Worker, expand_hostlist, tasks_per_node, worker_config, worker_from_env
+from catdog.training.launch import free_ports
 
 
 def catdog(*args, **kwargs):
@@ -187,3 +189,98 @@ def test_distributed_needs_a_run_name_and_tf_config(tmp_path, tree):
                  f"runs_dir={tmp_path / 'runs'}", "name=x")
     assert out.returncode == 2 and "no usable cat or dog pictures" in out.stderr, out.stderr
     assert not (tmp_path / "runs" / "x").exists()  # a refused start leaves nothing behind
+
+
+def _zip_tree(tree, archive):
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(tree.rglob("*.jpg")):
+            z.write(path, path.relative_to(tree))
+    return archive
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare(1) for a private mount namespace per worker")
+def test_two_machines_each_unpack_the_data_themselves_and_train_on_no_blank_picture(tmp_path, tree):
+    """Two workers with their own CATDOG_HOME, each in a mount namespace of its own with an empty
+    tmpfs over the other's home: as on two machines, the chief's unpacked copy is out of the
+    other's reach. The data source, a zip, is at the same path on both (a shared mount)."""
+    archive = _zip_tree(tree, tmp_path / "train.zip")
+    homes = [tmp_path / "home0", tmp_path / "home1"]
+    for home in homes:
+        home.mkdir()
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    command = [sys.executable, "-m", "catdog.cli", "train", "--distributed", "--preset", "tiny", "--data", archive,
+               f"runs_dir={tmp_path / 'runs'}", "name=two", "epochs=1"]
+    procs = []
+    for i, home in enumerate(homes):
+        other = homes[1 - i]
+        hide = f'mount -t tmpfs none "{other}" && exec "$@"'
+        env = {**os.environ, "TF_CONFIG": worker_config(hosts, i), "CATDOG_HOME": str(home)}
+        procs.append(subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh",
+                                       *map(str, command)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs[1][1][-2000:] + outs[0][1][-2000:]
+    assert not any("unreadable" in err for _, err in outs)  # every picture was there, on both machines
+    run_dir = tmp_path / "runs" / "two"
+    assert not list(run_dir.glob("unreadable*.json"))
+    for home in homes:  # each machine unpacked the zip itself
+        assert len(list((home / "prepared").glob("*/images/train/*.jpg"))) == 80
+    evaluated = catdog("evaluate", run_dir, env={**os.environ, "CATDOG_HOME": str(homes[0])})
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((run_dir / "metrics_test.json").read_text())["unreadable"] == 0
+
+
+@pytest.mark.parametrize("text, hosts", [
+    ("node1", ["node1"]),
+    ("node[01-03,07],login1", ["node01", "node02", "node03", "node07", "login1"]),
+    ("rack[1-2]-n[8-9]", ["rack1-n8", "rack1-n9", "rack2-n8", "rack2-n9"]),
+    ("gpu[9-11]", ["gpu9", "gpu10", "gpu11"]),
+])
+def test_slurm_host_lists_expand(text, hosts):
+    assert expand_hostlist(text) == hosts
+
+
+def test_slurm_tasks_become_tf_config_node_by_node():
+    assert tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+    env = {"SLURM_PROCID": "3", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+           "CATDOG_PORT": "3000"}
+    assert worker_from_env(env) == Worker(3, 4)
+    from catdog.training.clusters import tf_config
+
+    spec = json.loads(tf_config(env))
+    assert spec == {"cluster": {"worker": ["n1:3000", "n1:3001", "n2:3000", "n2:3001"]},
+                    "task": {"type": "worker", "index": 3}}
+    assert json.loads(tf_config({**env, "TF_CONFIG": worker_config(["a:1"], 0)}))["cluster"] == {"worker": ["a:1"]}
+    with pytest.raises(ConfigError, match="SLURM_PROCID=9"):
+        tf_config({**env, "SLURM_PROCID": "9"})
+
+
+def test_two_slurm_tasks_train_without_tf_config(tmp_path, tree):
+    """srun's variables for two tasks on one node, faked on 127.0.0.1: the workers find each other."""
+    base = next(port for port in free_ports(8) if free_ports_around(port))
+    slurm = {"SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "2", "CATDOG_PORT": str(base)}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    command = [sys.executable, "-m", "catdog.cli", "train", "--distributed", "--preset", "tiny", "--data", tree,
+               f"runs_dir={tmp_path / 'runs'}", "name=slurm", "epochs=1"]
+    procs = [subprocess.Popen(list(map(str, command)), env={**env, **slurm, "SLURM_PROCID": str(i)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    state = json.loads((tmp_path / "runs" / "slurm" / "state.json").read_text())
+    assert state["workers"] == 2 and state["status"] == "finished"
+
+
+def free_ports_around(port: int) -> bool:
+    """Whether `port` and the next one are both free on 127.0.0.1 (task k listens on CATDOG_PORT + k)."""
+    import socket
+
+    with socket.socket() as first, socket.socket() as second:
+        try:
+            first.bind(("127.0.0.1", port))
+            second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            return False
+    return True

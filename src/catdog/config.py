@@ -40,7 +40,7 @@ class Config:
     test_fraction: float = 0.1  # share of each class held out for `catdog evaluate`
     split_seed: str = "catdog-v1"  # salt of the content hash that assigns files to splits
     max_images: int = 0  # per split, 0 = all; for quick runs and tests
-    cache: str = "memory"  # decoded pixels: "memory", "disk" (in the run folder) or "none"
+    cache: str = "auto"  # decoded pixels: "memory", "disk" (in the run folder), "none" (streamed), "auto" (by size)
 
     # --- augmentation (training pipeline only)
     augment: bool = True  # random transforms of training batches (the ones below)
@@ -103,7 +103,7 @@ MODELS = ("scratch", *BACKBONES)
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 KEYS = frozenset(_FIELDS)  # every config key, for readers of a config written elsewhere
 _TYPES = typing.get_type_hints(Config)
-_CHOICES = {"cache": ("memory", "disk", "none"), "precision": ("float32", "bfloat16")}
+_CHOICES = {"cache": ("auto", "memory", "disk", "none"), "precision": ("float32", "bfloat16")}
 # Closed ranges unless marked: (low, high, high is excluded).
 _RANGES = {
     "image_size": (16, 1024, False), "width": (1, 512, False), "stages": (1, 8, False),

@@ -21,6 +21,12 @@ def is_quiet() -> bool:
     return _quiet
 
 
+def note(text: str) -> None:
+    """One line for the person at the terminal, on stderr (`catdog: ...`); nothing with --quiet."""
+    if not _quiet:
+        print(f"catdog: {text}", file=sys.stderr, flush=True)
+
+
 def show_progress() -> bool:
     """Progress bars are drawn only on a terminal, and not with --quiet."""
     return not _quiet and sys.stderr.isatty()

@@ -140,6 +140,13 @@ def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], in
     return labelled, skipped, ignored
 
 
+def _content_hash(seen: dict[str, tuple[str, str]]) -> str:
+    """One SHA-256 of the usable pictures: each one's bytes, name and label. The same data gives
+    the same hash on any machine, in any folder, from a zip or unpacked."""
+    lines = sorted(f"{digest} {rel} {label}" for digest, (rel, label) in seen.items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False) -> Path:
     """Makes (or reuses) the manifest for a data source and returns its work folder.
 
@@ -181,8 +188,8 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     counts = collections.Counter(f"{split}/{label}" for _, label, split in rows)
     reasons = collections.Counter(reason.split(" (")[0].split(" of ")[0] for _, reason in skipped)
     report = dict(settings=settings, root=str(root.resolve()), images=len(rows), counts=dict(sorted(counts.items())),
-                  ignored_non_images=ignored, skipped=len(skipped), skipped_by_reason=dict(reasons),
-                  skipped_files=[dict(path=p, reason=r) for p, r in skipped])
+                  content_sha256=_content_hash(seen), ignored_non_images=ignored, skipped=len(skipped),
+                  skipped_by_reason=dict(reasons), skipped_files=[dict(path=p, reason=r) for p, r in skipped])
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return work
 

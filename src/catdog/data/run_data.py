@@ -1,10 +1,13 @@
 """A run's data: checked before the run starts, recorded into its folder, read back by every later step.
 
     runs/NAME/manifest.csv   the exact split (a copy of `prepare`'s)
-    runs/NAME/data.json      the source, where its pictures are (`root`), counts and skips
+    runs/NAME/data.json      the source the user gave (a zip or folder), the content hash of its
+                             usable pictures, where they were unpacked (`root`), counts and skips
 
 Training, resume, distributed workers, calibration, evaluation and export all read a run's
-split through `split`, so where the pictures are found is decided here alone.
+split through `split`, so where the pictures are found is decided here alone: where the
+recorded `root` is on this machine, there; otherwise (another machine, another $CATDOG_HOME)
+the source is prepared again here, and its pictures must hash the same.
 """
 
 from __future__ import annotations
@@ -40,16 +43,45 @@ def record(run_dir: Path, cfg: Config, checked: tuple[Path, dict] | None = None)
     """Copies the split and its summary into the run folder; returns its (train, val) examples."""
     work, report = checked or check(cfg)
     shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
-    summary = {k: report[k] for k in ("settings", "root", "images", "counts", "skipped_by_reason")}
+    summary = {k: report[k] for k in ("settings", "content_sha256", "root", "images", "counts", "skipped_by_reason")}
     (run_dir / "data.json").write_text(json.dumps(summary, indent=2) + "\n")
     return tuple(split(run_dir, name, cfg.max_images, cfg.seed) for name in ("train", "val"))
 
 
-def root(run_dir: str | os.PathLike) -> str:
-    """The folder that a run's manifest paths are relative to."""
-    return json.loads((Path(run_dir) / "data.json").read_text())["root"]
+def root(run_dir: str | os.PathLike, own_copy: bool = False) -> str:
+    """Where this machine finds the run's pictures (the folder its manifest's paths are relative to).
+
+    The recorded `root`, where it is on this machine; otherwise, or with `own_copy` (a worker of a
+    multi-machine run, which must not read another machine's folder), the recorded source
+    prepared here (a zip unpacked under this $CATDOG_HOME), checked to hold the same pictures.
+    """
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "data.json").read_text())
+    recorded = summary["root"]
+    if not own_copy and Path(recorded).is_dir():
+        return recorded
+    settings = summary["settings"]
+    source = Path(settings["source"])
+    if not source.exists():
+        raise DataError(f"{run_dir}: its data {source} is not on this machine"
+                        f"{'' if own_copy else f' (nor its unpacked copy {recorded})'}: has the data moved? "
+                        f"Give every machine the same path (a shared mount), or copy the data there")
+    work = prepare(source, settings["val_fraction"], settings["test_fraction"], settings["split_seed"])
+    report = read_report(work)
+    if not _same_pictures(summary, report, work, run_dir):
+        raise DataError(f"{run_dir}: {source} on this machine does not hold the pictures the run was made from "
+                        f"(another content hash); give every machine the same data")
+    return report["root"]
 
 
-def split(run_dir: str | os.PathLike, name: str, max_images: int = 0, seed: int = 0) -> list[Example]:
+def _same_pictures(summary: dict, report: dict, work: Path, run_dir: Path) -> bool:
+    if "content_sha256" in summary:
+        return summary["content_sha256"] == report["content_sha256"]
+    # A run recorded before content hashes: its manifest names the same files in the same splits.
+    return (work / "manifest.csv").read_bytes() == (run_dir / "manifest.csv").read_bytes()
+
+
+def split(run_dir: str | os.PathLike, name: str, max_images: int = 0, seed: int = 0,
+          own_copy: bool = False) -> list[Example]:
     """One split ("train", "val", "test", "all") of a run folder's data, as `load_split` gives it."""
-    return load_split(Path(run_dir) / "manifest.csv", root(run_dir), name, max_images, seed)
+    return load_split(Path(run_dir) / "manifest.csv", root(run_dir, own_copy), name, max_images, seed)

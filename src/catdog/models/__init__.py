@@ -1,1 +1,1 @@
-"""Models: the builders, EfficientNet-Lite and its checkpoint reader, pretrained weights, the pet detector, custom layers."""
+"""Models: builders, EfficientNet-Lite and its checkpoint reader, pretrained weights, the pet detector, layers."""

@@ -169,7 +169,8 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
     pairs = [(e.label, s) for e, s in zip(val_ex, scores, strict=True) if s.error is None]
     if not pairs:
         first = scores[0].error if scores else "the split is empty"
-        raise DataError(f"{run_dir}: no validation image can be read ({first}); has the data moved from {run_data.root(run_dir)}?")
+        raise DataError(f"{run_dir}: no validation image can be read ({first}); has the data in "
+                        f"{run_data.root(run_dir)} changed?")
     labels, scored = np.array([y for y, _ in pairs]), [s for _, s in pairs]
     logits = np.array([s.logit for s in scored])
     blend, blend_cv = None, None

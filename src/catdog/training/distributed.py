@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,35 +38,10 @@ from catdog import config as config_lib
 from catdog import runs
 from catdog.config import Config, ConfigError
 from catdog.data import run_data
+from catdog.training.clusters import Worker, tf_config, worker_from_env
 
 HISTORY_FIELDS = ["epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"]
 WAIT_FOR_CHIEF_S = 3600.0  # preparing a large dataset on the chief can take a while
-
-
-@dataclass(frozen=True)
-class Worker:
-    index: int  # 0 is the chief
-    count: int
-
-    @property
-    def is_chief(self) -> bool:
-        return self.index == 0
-
-
-def worker_from_env(env=os.environ) -> Worker:
-    """This process's place in the cluster that TF_CONFIG describes ("chief" first, then "worker")."""
-    if not env.get("TF_CONFIG"):
-        raise ConfigError("--distributed needs TF_CONFIG (the cluster and this worker's task); "
-                          "`catdog launch --workers N -- train ...` sets it for local workers")
-    try:
-        spec = json.loads(env["TF_CONFIG"])
-        cluster, task = spec["cluster"], spec["task"]
-        order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
-        order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
-        return Worker(order.index((task["type"], int(task["index"]))), len(order))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConfigError('TF_CONFIG: expected {"cluster": {"worker": ["host:port", ...]}, '
-                          f'"task": {{"type": "worker", "index": N}}}} ({error})') from None
 
 
 def _open_run(cfg: Config, worker: Worker) -> Path:
@@ -103,7 +76,9 @@ def _splits(run_dir: Path, cfg: Config, worker: Worker):
     Collectives need every worker to take the same number of steps, so padding examples (label
     -1) even out the validation shards; metrics leave them out.
     """
-    train_ex, val_ex = (run_data.split(run_dir, name, cfg.max_images, cfg.seed) for name in ("train", "val"))
+    # Each worker finds the pictures itself: the chief's unpacked copy is on the chief's machine alone.
+    train_ex, val_ex = (run_data.split(run_dir, name, cfg.max_images, cfg.seed, own_copy=not worker.is_chief)
+                        for name in ("train", "val"))
     steps = len(train_ex) // worker.count // cfg.batch_size
     if steps == 0:
         raise ConfigError(f"{len(train_ex)} training images cannot give each of {worker.count} workers "
@@ -249,11 +224,12 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
 
 
 def _features(extractor, dataset):
-    """Pooled backbone features and labels of a (local) image dataset, in order."""
+    """Pooled backbone features and labels of a (local) image dataset, in order, as a dataset."""
     import tensorflow as tf
 
-    feats, labels = zip(*[(extractor(x, training=False), y) for x, y in dataset])
-    return tf.data.Dataset.from_tensor_slices((np.concatenate(feats), np.concatenate(labels)))
+    from catdog.training.train import features_and_labels
+
+    return tf.data.Dataset.from_tensor_slices(features_and_labels(extractor, dataset))
 
 
 def train(cfg: Config) -> Path:
@@ -266,10 +242,11 @@ def train(cfg: Config) -> Path:
     import keras
     import tensorflow as tf
 
-    from catdog.data.pipeline import make_dataset
+    from catdog.data.pipeline import Unreadable, make_dataset, resolve_cache
     from catdog.models import builders as model_lib
     from catdog.training.calibrate import calibrate
 
+    os.environ["TF_CONFIG"] = tf_config()  # as given, or built from Slurm's variables: the strategy reads it
     worker = worker_from_env()
     # First, before any other TensorFlow op: the collectives are set up when it is created.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -283,6 +260,7 @@ def train(cfg: Config) -> Path:
     if worker.is_chief:
         state.update(status="running", pid=os.getpid(), workers=worker.count)
         runs.write_state(run_dir, state)
+    unreadable = Unreadable()  # this worker's pictures that could not be decoded
     with model_lib.precision(cfg.precision):  # bfloat16 maths if asked; float32 weights
         with strategy.scope():
             model = model_lib.build_model(cfg)
@@ -291,10 +269,10 @@ def train(cfg: Config) -> Path:
         if transfer and "head_val_loss" not in state:
             plain = dataclasses.replace(cfg, cache="none", augment=False)
             extractor = model.get_layer("features")
-            head_train = _features(extractor, make_dataset(train_ex, plain, training=False))
-            head_val = _features(extractor, make_dataset(val_ex, plain, training=False))
+            head_train, head_val = (_features(extractor, make_dataset(ex, plain, training=False, unreadable=unreadable))
+                                    for ex in (train_ex, val_ex))
             best = _fit(strategy, worker, model.get_layer("head"), cfg,
-                        distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed)
+                        distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed).repeat()
                                    .batch(cfg.batch_size, drop_remainder=True).take(steps)),
                         distribute(lambda _: head_val.batch(cfg.batch_size)),
                         phase="head", run_dir=run_dir, lr=cfg.head_learning_rate, epochs=cfg.head_epochs,
@@ -308,19 +286,22 @@ def train(cfg: Config) -> Path:
         if not transfer or cfg.fine_tune_layers > 0:
             if transfer:
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-            cache = "none" if cfg.cache == "disk" else cfg.cache  # a disk cache per worker would collide
-            local = dataclasses.replace(cfg, cache=cache)
+            cache, _ = resolve_cache(cfg, len(train_ex) + len(val_ex))  # this worker's share
+            # No disk cache: the run folder is shared, and the workers' caches would collide there.
+            local = dataclasses.replace(cfg, cache="none" if cache == "disk" else cache)
 
             def epoch_done(done: int) -> None:
                 state["epochs_done"] = done
                 runs.write_state(run_dir, state)
 
             _fit(strategy, worker, model, cfg,
-                 distribute(lambda _: make_dataset(train_ex, local, training=True).take(steps)),
-                 distribute(lambda _: make_dataset(val_ex, local, training=False)),
+                 distribute(lambda _: make_dataset(train_ex, local, training=True, unreadable=unreadable).take(steps)),
+                 distribute(lambda _: make_dataset(val_ex, local, training=False, unreadable=unreadable)),
                  phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
                  patience=cfg.patience, steps=steps, save_best=True,
                  on_epoch=epoch_done)
+    if len(unreadable):  # each worker its own file: they decode different pictures
+        unreadable.write(run_dir / ("unreadable.json" if worker.is_chief else f"unreadable-worker{worker.index}.json"))
     if worker.is_chief:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # resume state, only while training
         model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32

@@ -9,7 +9,6 @@ from the run's last checkpoint. Ctrl-C stops every worker.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ import threading
 import time
 
 from catdog.config import ConfigError
+from catdog.training.clusters import worker_config
 
 STOP_GRACE_S = 10.0
 
@@ -34,10 +34,6 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def tf_config(hosts: list[str], index: int) -> str:
-    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
-
-
 def _pump(stream, prefix: str, sink, keep: list[str] | None) -> None:
     for line in stream:
         if keep is not None:
@@ -51,7 +47,7 @@ def _start(command: list[str], workers: int, host: str) -> tuple[list[subprocess
     hosts = [f"{host}:{port}" for port in free_ports(workers, host)]
     procs, chief_out, threads = [], [], []
     for i in range(workers):
-        env = {**os.environ, "TF_CONFIG": tf_config(hosts, i)}
+        env = {**os.environ, "TF_CONFIG": worker_config(hosts, i)}
         proc = subprocess.Popen([sys.executable, "-m", "catdog.cli", *command], env=env, text=True, bufsize=1,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         procs.append(proc)

@@ -1,9 +1,14 @@
-"""What a resumed run needs back: the training state of its last finished epoch.
+"""What a resumed run needs back: the training state of its last finished epoch, or of the
+step where SIGTERM stopped it.
 
 Weights, optimizer (with the learning-rate schedule's step) and the layers' random seed states
 (`EpochBackup`), early stopping's best and wait (replayed from history.csv). The data order and
 augmentation's draws need nothing here: `pipeline.make_dataset(..., epochs=)` derives both
 from the seed, the epoch and the step.
+
+Ctrl-C (SIGINT) stops at the end of a batch and keeps the finished epochs. SIGTERM, what
+Kubernetes and Slurm send before they evict or preempt, also backs up the epoch's steps done
+so far: the resumed run starts at the next step, and loses none.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         saved = read_backup(self.folder)
+        self.epoch = saved.get("epoch", 0)
         if not saved:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
@@ -63,42 +69,83 @@ class EpochBackup(keras.callbacks.Callback):
             variable.assign(np.asarray(value, dtype=variable.dtype))
         self.model._initial_epoch = saved["epoch"]  # as BackupAndRestore does: fit starts there
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
     def on_epoch_end(self, epoch, logs=None):
+        self.save(epoch + 1)
+
+    def save(self, epoch: int, step: int = 0) -> None:
+        """Backs up the state after `step` batches of `epoch` (0: the epoch has not begun)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1}.weights.h5"
+        name = f"epoch-{epoch}-step-{step}.weights.h5"
         partial = self.folder / f"partial-{name}"
         self.model.save_weights(partial)
         os.replace(partial, self.folder / name)
         seeds = [np.asarray(v.numpy()).tolist() for v in self._seed_states()]
         state = self.folder / "backup.json"
-        state.with_suffix(".partial").write_text(json.dumps({"epoch": epoch + 1, "weights": name, "seeds": seeds}))
+        backup = {"epoch": epoch, "step": step, "weights": name, "seeds": seeds}
+        state.with_suffix(".partial").write_text(json.dumps(backup))
         os.replace(state.with_suffix(".partial"), state)
         for old in self.folder.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink()
 
 
+class Preempted(KeyboardInterrupt):
+    """SIGTERM stopped training after `step` batches of `epoch`, backed up."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"stopped by SIGTERM after {step} step(s) of epoch {epoch + 1}")
+        self.epoch, self.step = epoch, step
+
+
 class _StopAtBatch(keras.callbacks.Callback):
-    def __init__(self):
+    """Raises KeyboardInterrupt at the next batch's end once asked. After SIGTERM, with a
+    `backup`, it first backs up the steps done (or lets validation finish, then the epoch's
+    own backup counts) and raises Preempted."""
+
+    def __init__(self, backup: EpochBackup | None = None, first_step: int = 0):
         super().__init__()
-        self.requested = False
+        self.requested = self.terminated = False
+        self.backup, self.first_step, self.offset = backup, first_step, None
 
     def request(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: at once
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: at once
             raise KeyboardInterrupt
         self.requested = True
+        self.terminated = self.terminated or (signum == signal.SIGTERM and self.backup is not None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.offset = self.first_step if self.offset is None else 0  # fit's first epoch may start mid-way
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.terminated:
+            step = self.offset + batch + 1
+            self.backup.save(self.backup.epoch, step)
+            raise Preempted(self.backup.epoch, step)
+        self.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        if not self.terminated:  # validation is short: let it finish, and the epoch's backup count
+            self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.terminated:
+            raise Preempted(epoch + 1, 0)  # EpochBackup, earlier in the list, has saved the epoch
+        self.check()
 
     def check(self, *args, **kwargs):
         if self.requested:
             raise KeyboardInterrupt
 
-    on_train_batch_end = on_test_batch_end = on_epoch_end = check
-
 
 @contextlib.contextmanager
-def interrupt_at_batch():
+def interrupt_at_batch(backup: EpochBackup | None = None, first_step: int = 0):
     """A callback for `fit` that turns Ctrl-C (SIGINT) into a KeyboardInterrupt at the next
-    batch's end, raised from catdog's own code; a second Ctrl-C interrupts at once.
+    batch's end, raised from catdog's own code; a second Ctrl-C interrupts at once. With
+    `backup`, SIGTERM backs up the steps of the epoch done so far (fit's first epoch starts at
+    `first_step`) and raises Preempted there.
 
     The default handler raises wherever Python happens to be, and one raised inside a `__del__`
     or a TensorFlow callback is printed and ignored, so training went on as if never asked to
@@ -106,20 +153,23 @@ def interrupt_at_batch():
     an ignored SIGINT stays ignored (a shell's `cmd &` without job control, so that a Ctrl-C
     meant for the foreground job does not stop this one).
     """
-    callback = _StopAtBatch()
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    if ignored or threading.current_thread() is not threading.main_thread():
+    callback = _StopAtBatch(backup, first_step)
+    if threading.current_thread() is not threading.main_thread():
         yield callback
         return
-    previous = signal.signal(signal.SIGINT, callback.request)
+    handled = [signal.SIGTERM] if backup is not None else []
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        handled.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, callback.request) for signum in handled}
     try:
         yield callback
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def read_backup(folder: Path) -> dict:
-    """The last complete backup's {"epoch", "weights", "seeds"}, or {} when there is none."""
+    """The last complete backup's {"epoch", "step", "weights", "seeds"}, or {} when there is none."""
     path = Path(folder) / "backup.json"
     return json.loads(path.read_text()) if path.exists() else {}
 

@@ -20,6 +20,7 @@ the top of the backbone is fine-tuned with a low learning rate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -34,7 +35,7 @@ from catdog import config as config_lib
 from catdog import console, runs
 from catdog.config import Config
 from catdog.data import run_data
-from catdog.data.pipeline import make_dataset, steps_per_epoch
+from catdog.data.pipeline import Unreadable, make_dataset, resolve_cache, steps_per_epoch
 from catdog.errors import ConfigError, DataError, Interrupted
 from catdog.models import builders as model_lib
 from catdog.models.pretrained import check_weights
@@ -66,14 +67,29 @@ def compile_model(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: i
     )
 
 
-def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) -> float:
+def features_and_labels(extractor: keras.Model, dataset, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features and labels of an image dataset, in order (its unreadable pictures left out)."""
+    import tensorflow as tf
+
+    # A traced call, not predict(): the same under a distribution strategy's scope as without.
+    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    feats, labels = [], []
+    for x, y in console.progress_bar(dataset, total=total, unit="batch", desc="features", delay=2):
+        feats.append(np.asarray(forward(x)))
+        labels.append(np.asarray(y))
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex, unreadable: Unreadable) -> float:
     """Fits the head on backbone features computed once; returns the best validation loss."""
     extractor, head = model.get_layer("features"), model.get_layer("head")
     # One pass each, so nothing to cache.
-    plain = [make_dataset(ex, dataclasses.replace(cfg, cache="none"), training=False) for ex in (train_ex, val_ex)]
+    plain = dataclasses.replace(cfg, cache="none")
+    (x_train, y_train), (x_val, y_val) = (
+        features_and_labels(extractor, make_dataset(ex, plain, training=False, unreadable=unreadable),
+                            total=math.ceil(len(ex) / cfg.batch_size))
+        for ex in (train_ex, val_ex))
     verbose = console.keras_verbose()
-    x_train, x_val = (extractor.predict(ds.map(lambda x, y: x), verbose=verbose) for ds in plain)
-    y_train, y_val = (np.array([e.label for e in ex], np.float32) for ex in (train_ex, val_ex))
     compile_model(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
     stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
     # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
@@ -85,36 +101,57 @@ def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex) 
     return float(min(history.history["val_loss"]))
 
 
-def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex, extra=()) -> None:
-    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch."""
+def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex,
+                unreadable: Unreadable, extra=()) -> None:
+    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch, and
+    per step after SIGTERM."""
+    saved = resume_lib.read_backup(run_dir / "backup")
+    start, done_steps = saved.get("epoch", 0), saved.get("step", 0)
+    steps = steps_per_epoch(train_ex, cfg)
+    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val", unreadable=unreadable)
+    compile_model(model, cfg, cfg.learning_rate, steps, cfg.epochs)
+    fit = functools.partial(_fit_epochs, model, cfg, run_dir, state, save_state, train_ex, val_ds, unreadable, extra)
+    if done_steps:  # SIGTERM stopped epoch `start` part-way: its other steps first, as an epoch of their own
+        if fit(start, start + 1, done_steps):
+            return  # early stopping ended the run with that epoch
+        start += 1
+    if start < cfg.epochs:
+        fit(start, cfg.epochs, 0)
+
+
+def _fit_epochs(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ds,
+                unreadable: Unreadable, extra, first: int, end: int, done_steps: int) -> bool:
+    """`model.fit` over epochs first..end-1, the first without its `done_steps` first batches;
+    returns whether early stopping ended the run."""
     backup = run_dir / "backup"
-    start = resume_lib.read_backup(backup).get("epoch", 0)
     steps = steps_per_epoch(train_ex, cfg)
     train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
-                            epochs=(start, cfg.epochs))
-    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val")
-    compile_model(model, cfg, cfg.learning_rate, steps, cfg.epochs)
-    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir / "history.csv", start)]
+                            epochs=(first, end), unreadable=unreadable).skip(done_steps)
+    past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir / "history.csv", first)]
     best = min(past + [state.get("head_val_loss", np.inf)])
 
     def epoch_done(epoch, logs):
         state["epochs_done"] = epoch + 1
+        _report_unreadable(run_dir, unreadable)
         save_state()
 
+    epoch_backup = resume_lib.EpochBackup(backup)  # restores the state it last saved when fit begins
     callbacks = [
         # The row first: a kill before the backup redoes the epoch, and the row is cut on resume.
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
         keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
                                         initial_value_threshold=best if np.isfinite(best) else None),
         resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
-        resume_lib.EpochBackup(backup),  # restores the last finished epoch's state when fit begins
+        epoch_backup,
         keras.callbacks.TensorBoard(run_dir / "tensorboard"),
         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done),
         *extra,
     ]
-    with resume_lib.interrupt_at_batch() as interrupt:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                  callbacks=[*callbacks, interrupt], shuffle=False, verbose=console.keras_verbose())
+    with resume_lib.interrupt_at_batch(epoch_backup, done_steps) as interrupt:
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=end,
+                  steps_per_epoch=steps - done_steps, callbacks=[*callbacks, interrupt], shuffle=False,
+                  verbose=console.keras_verbose())
+    return bool(model.stop_training)
 
 
 def _start(cfg: Config) -> tuple[Path, keras.Model, tuple]:
@@ -175,6 +212,11 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
     save_state(status="running", pid=os.getpid(), epochs_done=state.get("epochs_done", 0))
     try:
         _run(cfg, run_dir, state, save_state, model, train_ex, val_ex, callbacks)
+    except resume_lib.Preempted as stop:
+        save_state(status="interrupted", epochs_done=stop.epoch)
+        kept = f" and {stop.step} step(s) of the next" if stop.step else ""
+        raise Interrupted(f"stopped by SIGTERM: {run_dir} keeps {stop.epoch} finished epoch(s){kept}; "
+                          f"continue with: catdog train --resume {run_dir}") from None
     except KeyboardInterrupt:
         save_state(status="interrupted")
         raise Interrupted(f"interrupted: {run_dir} keeps {state['epochs_done']} finished epoch(s); "
@@ -187,8 +229,19 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
     return run_dir
 
 
+def _report_unreadable(run_dir: Path, unreadable: Unreadable) -> None:
+    """`unreadable.json` in the run folder, once a picture has been dropped."""
+    if len(unreadable):
+        unreadable.write(run_dir / "unreadable.json")
+
+
 def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, val_ex, callbacks) -> None:
     transfer = cfg.model != "scratch"
+    mode, why = resolve_cache(cfg, len(train_ex) + len(val_ex))  # train and val share the memory
+    if cfg.cache == "auto":
+        console.note(why)
+    save_state(cache=mode)
+    cfg, unreadable = dataclasses.replace(cfg, cache=mode), Unreadable()
     # Keras prints progress to stdout, which is for results.
     with console.progress_to_stderr(), model_lib.precision(cfg.precision):
         if model is None:
@@ -196,13 +249,14 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
             resumed_head = transfer and "head_val_loss" in state
             model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
         if transfer and "head_val_loss" not in state:
-            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex)
+            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex, unreadable)
+            _report_unreadable(run_dir, unreadable)
             model.save(run_dir / "model.keras")
             save_state()
         if (not transfer or cfg.fine_tune_layers > 0) and not state.get("images_done"):
             if transfer:
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-            _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, callbacks)
+            _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, unreadable, callbacks)
             save_state(images_done=True)
     model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
