@@ -5,7 +5,7 @@ its memory is a few batches in flight, whatever the number of pictures. Where th
 kept between epochs is `cfg.cache`:
 
     memory  every decoded picture in RAM: decoded once, the fastest epochs
-    disk    a memory-mapped file of decoded pixels in the run folder, read back row by row
+    disk    a file of decoded pixels in the run folder, read back row by row
     none    decoded again every epoch (JPEG decoding is a small share of a training step)
     auto    memory where the decoded pixels take at most MEMORY_SHARE of this machine's RAM,
             else none (`resolve_cache` says which, and why)
@@ -22,6 +22,7 @@ import json
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,46 +133,56 @@ def _pixels_and_label(pixels, label, ok):
 
 
 class _DiskCache:
-    """Decoded pixels of `paths` in one memory-mapped file, written once in parallel, read row by row.
+    """Decoded pixels of `paths` in one file of fixed-size rows, written once in parallel, read row by row.
 
     `<file>.u8` holds the rows, `<file>.json` the paths' digest, the image size and the rows
     that could not be decoded; a file made for other pictures or another size is made again.
+    Rows are read and written with pread / pwrite, not a memory map: the pages stay in the
+    kernel's page cache, reclaimable, instead of counting in the process's memory.
     """
 
     def __init__(self, file: str | os.PathLike, paths: Sequence[str], image_size: int, unreadable: Unreadable | None):
         file = Path(file)
         self.rows_file, meta_file = file.with_name(file.name + ".u8"), file.with_name(file.name + ".json")
-        shape = (len(paths), image_size, image_size, 3)
-        key = {"paths": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "shape": list(shape)}
+        self.shape = (image_size, image_size, 3)
+        self.row_bytes = image_size * image_size * 3
+        key = {"paths": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "shape": [len(paths), *self.shape]}
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         if {k: meta.get(k) for k in key} != key or not self.rows_file.exists():
-            rows = np.lib.format.open_memmap(self.rows_file, "w+", np.uint8, shape)
-            bad = self._fill(rows, paths, image_size)
-            rows.flush()
-            del rows
-            meta = {**key, "bad": bad}
+            meta_file.unlink(missing_ok=True)  # written last: its presence says the rows are whole
+            meta = {**key, "bad": self._fill(paths, image_size)}
             meta_file.write_text(json.dumps(meta) + "\n")
         for i in meta["bad"]:
             if unreadable is not None:
                 unreadable.add(paths[i], f"{paths[i]}: could not be decoded when the disk cache was made")
         self.good = np.setdiff1d(np.arange(len(paths)), meta["bad"]).astype(np.int64)
-        self.rows = np.load(self.rows_file, mmap_mode="r")
+        self.fd = os.open(self.rows_file, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
 
-    @staticmethod
-    def _fill(rows: np.ndarray, paths: Sequence[str], image_size: int) -> list[int]:
+    def _fill(self, paths: Sequence[str], image_size: int) -> list[int]:
+        fd = os.open(self.rows_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
         def write(i: int) -> int | None:
             try:
-                rows[i] = load_image(paths[i], size=image_size)
+                os.pwrite(fd, load_image(paths[i], size=image_size).tobytes(), i * self.row_bytes)
                 return None
             except ImageError:
                 return i
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            return sorted(i for i in pool.map(write, range(len(paths))) if i is not None)
+        try:
+            os.ftruncate(fd, len(paths) * self.row_bytes)
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                return sorted(i for i in pool.map(write, range(len(paths))) if i is not None)
+        finally:
+            os.close(fd)
+
+    def _row(self, index) -> np.ndarray:
+        data = os.pread(self.fd, self.row_bytes, int(index) * self.row_bytes)
+        return np.frombuffer(data, np.uint8).reshape(self.shape)
 
     def read(self, index: tf.Tensor, label: tf.Tensor):
-        pixels = tf.numpy_function(lambda i: np.array(self.rows[i]), [index], tf.uint8, stateful=False)
-        pixels.set_shape(self.rows.shape[1:])
+        pixels = tf.numpy_function(self._row, [index], tf.uint8, stateful=False)
+        pixels.set_shape(self.shape)
         return pixels, label, tf.constant(True)
 
 

@@ -68,7 +68,8 @@ def compile_model(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: i
 
 
 def features_and_labels(extractor: keras.Model, dataset, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features and labels of an image dataset, in order (its unreadable pictures left out)."""
+    """Pooled backbone features and labels of an image dataset, in order (`make_dataset` has put another
+    picture in an unreadable one's place)."""
     import tensorflow as tf
 
     # A traced call, not predict(): the same under a distribution strategy's scope as without.
@@ -209,6 +210,7 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
         state.update(changes, seconds=round(time.time() - started, 1))
         runs.write_state(run_dir, state)
 
+    state.pop("error", None)  # an earlier failure's, now being resumed
     save_state(status="running", pid=os.getpid(), epochs_done=state.get("epochs_done", 0))
     try:
         _run(cfg, run_dir, state, save_state, model, train_ex, val_ex, callbacks)
