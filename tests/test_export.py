@@ -224,5 +224,8 @@ def test_version_and_quiet_keras_predict(model_dir, tmp_path):
     synthetic_image(0, np.random.default_rng(0)).save(tmp_path / "one.jpg")
     out = catdog("predict", tmp_path / "one.jpg", "--model", folder, "--runtime", "keras")
     assert out.returncode == 0 and out.stderr == "", out.stderr
+    record = json.loads(out.stdout)  # one JSON line: the stand-in's answer, "dog" with its thresholds passed
+    assert record["path"] == str(tmp_path / "one.jpg") and record["label"] == "dog" and 0.5 < record["p_dog"] < 1
+    assert set(record) == {"path", "label", "p_dog", "p_pet", "pet_energy"}
     out = catdog("predict", tmp_path / "one.jpg", "--model", folder, "--runtime", "tflite")
     assert out.returncode == 2 and f"{folder} has no model_float.tflite: run `catdog export" in out.stderr
