@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_image, write_kaggle_tree
 
+from catdog.data.prepare import prepare, read_report
 from catdog.export import converters, parity
 from catdog.export.exporter import ParityError, export
 from catdog.inference.predictor import Scored
@@ -178,6 +180,31 @@ def test_the_check_leaves_out_unreadable_pictures_and_counts_unknown_answers(mon
     assert result["passed"] is False and result["max_abs_logit_difference"] == 0.0
     flipped = _check(monkeypatch, "tflite", wrong=1)
     assert flipped["max_abs_logit_difference"] == 2.0  # 0.jpg: -1 against +1
+
+
+def _run_folder(folder, data, at):
+    """`folder`'s model as a run folder: the split `catdog train` copies in, and where its pictures are."""
+    shutil.copytree(folder, at)
+    work = prepare(data)
+    shutil.copy(work / "manifest.csv", at / "manifest.csv")
+    (at / "data.json").write_text(json.dumps({"root": read_report(work)["root"]}))
+    return at
+
+
+def test_a_run_folder_exports_on_its_own_splits(model_dir, tmp_path):
+    """No --data: int8 calibrates on the run's train split and the check runs on its test split."""
+    folder, data = model_dir
+    run = _run_folder(folder, data, tmp_path / "run")
+    meta = export(run, "tflite-int8")
+    assert meta["export"]["representative_images"] == 64 and meta["parity"]["images"] == 8  # 32 + 32, 4 + 4
+    assert meta["export"]["file"] == "model_int8.tflite" and (run / "model_int8.tflite").exists()
+    (run / "manifest.csv").write_text("path,label,split\n")
+    with pytest.raises(ValueError, match=f"^{run / 'manifest.csv'}: the 'test' split is empty$"):
+        parity.examples(run, None, 0, 0)
+    (run / "manifest.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=f"not a run folder: no manifest.csv in {run} "
+                                                 r"\(the parity check and int8 calibration need labelled"):
+        export(run, "tflite")
 
 
 def test_export_needs_labelled_pictures(model_dir, tmp_path):
