@@ -111,6 +111,7 @@ def mobilenet_weights() -> Path:
 
 @pytest.fixture
 def imagenet_weights() -> Path:
+    """The Keras cache folder with MobileNet's ImageNet weights (a skip or a failure without them)."""
     return mobilenet_weights()
 
 

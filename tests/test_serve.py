@@ -96,6 +96,19 @@ def test_raw_body_with_x_filename_never_a_path(client):
     assert response.json()["results"][0]["path"] == "upload"
 
 
+@pytest.mark.parametrize("sent, path", [
+    ("chat-\N{CAT FACE}.jpg".encode(), "chat-\N{CAT FACE}.jpg"),  # plain UTF-8 bytes, as curl sends them
+    (b"UTF-8''chat-%F0%9F%90%B1.jpg", "chat-\N{CAT FACE}.jpg"),  # RFC 8187's ext-value
+    (b"iso-8859-1'fr'caf%E9.jpg", "caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg"),  # another charset, a language
+    (b"UTF-8''half-%F0%9F.jpg", "half-\N{REPLACEMENT CHARACTER}.jpg"),  # broken UTF-8: replaced, not refused
+])
+def test_x_filename_is_read_as_the_client_wrote_it(client, sent, path):
+    """In-process, as test_serve_http.py checks it through a `catdog serve` process (where a
+    mutation tool cannot reach the code)."""
+    response = client.post("/v1/predict", content=jpeg(5), headers={"content-type": "image/jpeg", "x-filename": sent})
+    assert response.status_code == 200 and response.json()["results"][0]["path"] == path
+
+
 @pytest.mark.parametrize("body, status, words", [
     (b"just some text", 415, "a.jpg: not a recognised image format"),
     (jpeg(6)[:3000], 422, "a.jpg: corrupt or truncated image"),
