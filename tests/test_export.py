@@ -141,7 +141,9 @@ class StandIn:
 
 
 LABELLED = [(f"{i}.jpg", i % 2) for i in range(1000)]
-RIGHT = {path: (1.0 if label else -1.0) * (1 + i / 100) for i, (path, label) in enumerate(LABELLED)}
+# Dogs' logits from 0.0 (p_dog 0.5, answered "dog") to 0.9, cats' from -0.05 to -0.95.
+RIGHT = {path: ((i // 2 + 5) % 10) / 10 if label else -0.05 - (i // 2 % 10) / 10
+         for i, (path, label) in enumerate(LABELLED)}
 
 
 def _check(monkeypatch, fmt, wrong=0, **export_kwargs):
@@ -174,12 +176,12 @@ def test_answers_must_agree_on_99_5_percent(monkeypatch, fmt, wrong, passed):
 def test_the_check_leaves_out_unreadable_pictures_and_counts_unknown_answers(monkeypatch):
     errors, unknown = ["0.jpg", "1.jpg"], [f"{i}.jpg" for i in range(2, 12)]
     monkeypatch.setattr(parity, "Predictor", lambda path: StandIn(RIGHT, unknown=unknown, errors=errors))
-    result = parity.check(StandIn(RIGHT, errors=errors), Path("m.tflite"), "tflite", LABELLED)
-    assert result["images"] == 998 and result["unknown_rate_keras"] == 0.0
-    assert result["unknown_rate_export"] == 10 / 998 and result["agreement"] == 988 / 998
+    result = parity.check(StandIn(RIGHT, unknown=unknown[:4], errors=errors), Path("m.tflite"), "tflite", LABELLED)
+    assert result["images"] == 998 and result["unknown_rate_keras"] == 4 / 998
+    assert result["unknown_rate_export"] == 10 / 998 and result["agreement"] == 992 / 998
     assert result["passed"] is False and result["max_abs_logit_difference"] == 0.0
     flipped = _check(monkeypatch, "tflite", wrong=1)
-    assert flipped["max_abs_logit_difference"] == 2.0  # 0.jpg: -1 against +1
+    assert flipped["max_abs_logit_difference"] == pytest.approx(0.1)  # 0.jpg: -0.05 against +0.05
 
 
 def _run_folder(folder, data, at):
@@ -209,8 +211,24 @@ def test_a_run_folder_exports_on_its_own_splits(model_dir, tmp_path):
 
 def test_export_needs_labelled_pictures(model_dir, tmp_path):
     folder, _ = model_dir
-    with pytest.raises(FileNotFoundError, match="parity check and int8 calibration need labelled pictures"):
+    with pytest.raises(FileNotFoundError, match="no data: pass --data PATH.*parity check and int8 calibration need "
+                                                "labelled pictures"):  # a .keras file is no run folder
         export(folder / "model.keras", "tflite", out=tmp_path / "m.tflite")
+
+
+def test_the_pictures_are_seeded_samples_of_the_data_given(model_dir, tmp_path):
+    """--data wins over a run folder's own splits; samples are the same at every call."""
+    folder, data = model_dir
+    run = _run_folder(folder, data, tmp_path / "run")  # 32 + 32 train, 4 + 4 test
+    other = write_kaggle_tree(tmp_path / "other", per_class=20)  # 16 + 16 train, 2 + 2 test
+    assert [len(part) for part in parity.examples(run, other, 200, 0)] == [32, 4]
+    for model in (run, None):  # None: the shipped model, which has no run folder
+        first = parity.examples(model, data, 10, 3)
+        assert [len(part) for part in first] == [10, 3] and parity.examples(model, data, 10, 3) == first
+    assert {label for _, label in first[0]} == {0, 1}
+    few = write_kaggle_tree(tmp_path / "few", per_class=4)  # 10% of 4 is no test picture
+    with pytest.raises(ValueError, match=r"few-\w+/manifest.csv: the 'test' split is empty$"):
+        parity.examples(None, few, 0, 0)
 
 
 def catdog(*args, code="from catdog.cli import main; sys.exit(main(sys.argv[1:]))"):
