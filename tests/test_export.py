@@ -222,9 +222,9 @@ def test_the_pictures_are_seeded_samples_of_the_data_given(model_dir, tmp_path):
     run = _run_folder(folder, data, tmp_path / "run")  # 32 + 32 train, 4 + 4 test
     other = write_kaggle_tree(tmp_path / "other", per_class=20)  # 16 + 16 train, 2 + 2 test
     assert [len(part) for part in parity.examples(run, other, 200, 0)] == [32, 4]
-    for model in (run, None):  # None: the shipped model, which has no run folder
-        first = parity.examples(model, data, 10, 3)
-        assert [len(part) for part in first] == [10, 3] and parity.examples(model, data, 10, 3) == first
+    for model, source in ((run, None), (None, data)):  # a run's own splits; the shipped model (None) with --data
+        first = parity.examples(model, source, 10, 3)
+        assert [len(part) for part in first] == [10, 3] and parity.examples(model, source, 10, 3) == first
     assert {label for _, label in first[0]} == {0, 1}
     few = write_kaggle_tree(tmp_path / "few", per_class=4)  # 10% of 4 is no test picture
     with pytest.raises(ValueError, match=r"few-\w+/manifest.csv: the 'test' split is empty$"):
