@@ -91,13 +91,40 @@ def pytest_unconfigure(config):
         shutil.rmtree(home, ignore_errors=True)
 
 
+def require_data(found: bool, what: str) -> None:
+    """Skips the test where `what` (the real Kaggle zip or weights from ../shared, the packages of
+    an extra) is missing, except under CATDOG_REQUIRE_DATA=1 (set by `.ci/run`), where a missing
+    one fails the test instead of hiding it."""
+    if not found:
+        if os.environ.get("CATDOG_REQUIRE_DATA") == "1":
+            pytest.fail(f"{what} (CATDOG_REQUIRE_DATA=1: this run must have it)")
+        pytest.skip(what)
+
+
+def mobilenet_weights() -> Path:
+    """The Keras cache folder with MobileNet's ImageNet weights, as `require_data` finds them."""
+    models = Path(os.environ["KERAS_HOME"]) / "models"
+    require_data((models / "mobilenet_1_0_224_tf_no_top.h5").exists(),
+                 f"offline ImageNet weights not found in {MOBILENET_WEIGHTS}")
+    return models
+
+
 @pytest.fixture
 def imagenet_weights() -> Path:
-    """The Keras cache folder with MobileNet's ImageNet weights; skips where ../shared lacks them."""
-    models = Path(os.environ["KERAS_HOME"]) / "models"
-    if not (models / "mobilenet_1_0_224_tf_no_top.h5").exists():
-        pytest.skip(f"offline ImageNet weights not found in {MOBILENET_WEIGHTS}")
-    return models
+    """The Keras cache folder with MobileNet's ImageNet weights (a skip or a failure without them)."""
+    return mobilenet_weights()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CATDOG_REQUIRE_DATA=1 (CI) no test may skip, by any path: CI has ../shared, Chromium
+    and every package of the [test] extra, so a skip there is a test that did not run."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("CATDOG_REQUIRE_DATA") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and CATDOG_REQUIRE_DATA=1 allows no skip: {reason}"
+    return report
 
 
 CHROMIUM = Path(os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium"))

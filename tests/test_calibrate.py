@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from catdog.evaluation.reliability import expected_calibration_error
-from catdog.inference.answers import blend_logits, bounded_logits, pet_score, probabilities
-from catdog.training.calibrate import confidence_floor, fit_blend, fit_pet_score, fit_temperature
+from catdog.inference.answers import blend_logits, bounded_logits, is_unknown, pet_score, probabilities
+from catdog.training.calibrate import confidence_floor, fit_blend, fit_pet_score, fit_temperature, fit_thresholds
 
 
 def test_temperature_recovers_overconfidence():
@@ -61,6 +61,31 @@ def test_blend_logits_is_the_weighted_sum():
     z = blend_logits({"logit": np.array([1.0, -2.0]), "dog_odds": np.array([4.0, 0.0])},
                      {"logit": 0.5, "dog_odds": 0.25, "bias": -1.0})
     np.testing.assert_allclose(z, [0.5, -2.0])
+
+
+def test_a_blend_without_a_bias_or_a_weight_is_still_an_array():
+    """model.json's blend is a mapping: a missing bias is 0, and the bias alone still answers per picture."""
+    scores = {"logit": np.array([1.0, -2.0])}
+    np.testing.assert_array_equal(blend_logits(scores, {"logit": 2.0}), [2.0, -4.0], strict=True)
+    np.testing.assert_array_equal(blend_logits(scores, {"bias": 0.5}), [0.5, 0.5], strict=True)
+
+
+def test_the_pet_score_is_its_weighted_sum_plus_the_bias():
+    scores = {"pet_energy": np.array([2.0, 5.0]), "p_pet": np.array([np.exp(-1.0), 0.0])}
+    spec = {"pet_energy": 1.0, "log_p_pet": 2.0, "bias": 0.5}
+    # log(p_pet) is floored at 1e-30: a p_pet of 0 is about -69, not minus infinity
+    np.testing.assert_allclose(pet_score(scores, spec), [2.0 - 2.0 + 0.5, 5.0 + 2.0 * np.log(1e-30) + 0.5])
+
+
+def test_a_pet_exactly_at_a_threshold_is_a_pet():
+    """`is_unknown` gives up what `fit_thresholds` counts as given up: scores *below* a threshold.
+    At a budget of 0.5% of 40 pets the thresholds are the lowest scores, and no pet is given up."""
+    rng = np.random.default_rng(5)
+    pets = {"p_pet": rng.uniform(0.2, 1.0, 40), "pet_energy": rng.normal(12, 2, 40)}
+    thresholds = fit_thresholds(pets, budget=0.005)
+    assert thresholds == {name: float(values.min()) for name, values in pets.items()}
+    assert not any(is_unknown({name: pets[name][i] for name in pets}, thresholds) for i in range(40))
+    assert is_unknown({"p_pet": 0.9, "pet_energy": thresholds["pet_energy"] - 1e-9}, thresholds)
 
 
 def test_no_answer_is_surer_than_the_validation_set_can_vouch_for():

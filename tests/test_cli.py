@@ -120,6 +120,7 @@ def test_download_checks_and_keeps_no_partial_file(tmp_path, file_server, zipped
 
     out = catdog("download", "--url", f"{url}/pets.zip", "--dest", dest, "--sha256", digest)
     assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{dest / 'pets.zip'}\n"  # the file's path, for a script to use
     assert (dest / "pets.zip").read_bytes() == zipped_tree.read_bytes()
 
     (www / "fake.zip").write_text("<html>a login page, not a zip</html>")
@@ -130,7 +131,9 @@ def test_download_checks_and_keeps_no_partial_file(tmp_path, file_server, zipped
 def test_downloaded_zip_is_found_by_prepare(tmp_path, file_server, zipped_tree, catdog_home):
     www, url = file_server
     (www / "kagglecatsanddogs.zip").write_bytes(zipped_tree.read_bytes())
-    assert catdog("download", "--url", f"{url}/kagglecatsanddogs.zip").returncode == 0
-    assert (catdog_home / "downloads" / "kagglecatsanddogs.zip").exists()
+    out = catdog("download", "--url", f"{url}/kagglecatsanddogs.zip")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{catdog_home / 'downloads' / 'kagglecatsanddogs.zip'}\n"
+    assert (catdog_home / "downloads" / "kagglecatsanddogs.zip").read_bytes() == zipped_tree.read_bytes()
     out = catdog("prepare")  # no --data: the cache is the last place looked
     assert out.returncode == 0 and "24 images" in out.stdout, out.stderr

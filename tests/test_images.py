@@ -1,5 +1,9 @@
 import io
 import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,12 +95,56 @@ def test_missing_directory_and_unreadable(tmp_path):
         load_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="directory"):
         load_image(tmp_path)
-    if os.geteuid() != 0:  # root reads anything
-        path = tmp_path / "locked.png"
+
+
+NOBODY = 65534
+
+
+def _outcome(path) -> tuple:
+    try:
+        return ("read", load_image(path).shape)
+    except ImageError as error:
+        return ("ImageError", error.path, error.reason)
+    except Exception as error:  # noqa: BLE001 - what escaped is the finding
+        return (type(error).__name__, str(error))
+
+
+def _as_a_user(path) -> tuple:
+    """What `load_image(path)` gives a user who may not read the file. Root reads any file, and
+    CI runs as root: there a forked child gives root up (setuid to nobody) before reading."""
+    if os.geteuid() != 0:
+        return _outcome(path)
+    assert _outcome(path)[0] == "read"  # root can; this also loads Pillow's PNG plugin before the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and never return into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(write_end, pickle.dumps(_outcome(path)))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    assert os.waitpid(pid, 0)[1] == 0 and answer, "the unprivileged child did not answer"
+    return pickle.loads(answer)
+
+
+def test_an_unreadable_file_is_named_with_its_reason():
+    """Runs as root too. Catches PermissionError dropped from load_image's own clause: it would
+    then be reported as "corrupt or truncated image ([Errno 13] Permission denied ...)"."""
+    folder = Path(tempfile.mkdtemp(prefix="catdog-locked-"))  # pytest's tmp_path is 0700: nobody can't enter
+    try:
+        folder.chmod(0o755)
+        path = folder / "locked.png"
         _rgb().save(path)
         path.chmod(0)
-        with pytest.raises(ImageError, match="ermission"):
-            load_image(path)
+        assert _as_a_user(path) == ("ImageError", str(path), "Permission denied")
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):

@@ -3,23 +3,20 @@
 import json
 
 import pytest
-from conftest import KAGGLE_ZIP
+from conftest import KAGGLE_ZIP, require_data
 
 from catdog import config
 from catdog.data import prepare as data
 from catdog.evaluation.evaluate import evaluate
-from catdog.inference.model_files import SHIPPED_MODEL
 from catdog.inference.predictor import Predictor
 from catdog.training.train import train
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not KAGGLE_ZIP.exists(), reason=f"real data not found at {KAGGLE_ZIP}"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    require_data(KAGGLE_ZIP.exists(), f"real data not found at {KAGGLE_ZIP}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CATDOG_HOME", str(tmp_path_factory.mktemp("home")))
         work = data.prepare(KAGGLE_ZIP)
@@ -44,7 +41,6 @@ def test_frozen_mobilenet_on_a_slice_beats_90_percent(prepared, imagenet_weights
     assert metrics["accuracy"] >= 0.9, metrics  # ImageNet features separate cats from dogs
 
 
-@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model in this checkout")
 def test_shipped_model_on_held_out_test_images(prepared):
     work, report = prepared
     examples = data.load_split(work / "manifest.csv", report["root"], "test", max_images=300, seed=7)

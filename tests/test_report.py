@@ -179,7 +179,9 @@ def test_cli_evaluate_data_report_predict_explain_and_augment_preview(transfer_r
     out = tmp_path / "evaluations" / "transfer-on-mine-all"
     assert "-> evaluations/transfer-on-mine-all" in done.stdout and (out / "predictions.csv").exists()
     done = run_cli("report", out, "--out", tmp_path / "rep", cwd=tmp_path)
-    assert done.returncode == 0 and (tmp_path / "rep" / "report.html").exists(), done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{tmp_path / 'rep' / 'report.html'}\n"
+    assert "<h1>catdog report: transfer on mine</h1>" in (tmp_path / "rep" / "report.html").read_text()
 
     pictures = sorted((tmp_path / "mine").rglob("*.png"))[:2] + [tmp_path / "mine" / "Cats" / "broken.jpg"]
     done = run_cli("predict", *pictures, "--model", transfer_run, "--explain", tmp_path / "cams", cwd=tmp_path)
@@ -190,7 +192,7 @@ def test_cli_evaluate_data_report_predict_explain_and_augment_preview(transfer_r
 
     done = run_cli("augment-preview", pictures[0], "--preset", "tiny", "zoom=0.3", "--out", tmp_path / "aug.png",
                    cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and done.stdout == f"{tmp_path / 'aug.png'}\n", done.stderr
     check_png(tmp_path / "aug.png", (1040, 990))
     done = run_cli("augment-preview", pictures[0], "nope=1", cwd=tmp_path)
     assert done.returncode == 2 and "nope" in done.stderr and len(done.stderr.strip().splitlines()) == 1

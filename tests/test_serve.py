@@ -28,7 +28,7 @@ from catdog import __version__
 from catdog.inference.predictor import Predictor
 from catdog.serving import Settings, create_app
 from catdog.serving.batcher import Batcher, QueueFull
-from catdog.serving.uploads import read_uploads
+from catdog.serving.uploads import Upload, read_uploads
 
 
 def jpeg(seed: int = 0, size=(180, 240), fmt: str = "JPEG") -> bytes:
@@ -94,6 +94,19 @@ def test_raw_body_with_x_filename_never_a_path(client):
     assert response.json()["results"][0]["path"] == "passwd"
     response = client.post("/v1/predict", content=jpeg(5), headers={"content-type": "application/octet-stream"})
     assert response.json()["results"][0]["path"] == "upload"
+
+
+@pytest.mark.parametrize("sent, path", [
+    ("chat-\N{CAT FACE}.jpg".encode(), "chat-\N{CAT FACE}.jpg"),  # plain UTF-8 bytes, as curl sends them
+    (b"UTF-8''chat-%F0%9F%90%B1.jpg", "chat-\N{CAT FACE}.jpg"),  # RFC 8187's ext-value
+    (b"iso-8859-1'fr'caf%E9.jpg", "caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg"),  # another charset, a language
+    (b"UTF-8''half-%F0%9F.jpg", "half-\N{REPLACEMENT CHARACTER}.jpg"),  # broken UTF-8: replaced, not refused
+])
+def test_x_filename_is_read_as_the_client_wrote_it(client, sent, path):
+    """In-process, as test_serve_http.py checks it through a `catdog serve` process (where a
+    mutation tool cannot reach the code)."""
+    response = client.post("/v1/predict", content=jpeg(5), headers={"content-type": "image/jpeg", "x-filename": sent})
+    assert response.status_code == 200 and response.json()["results"][0]["path"] == path
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -169,6 +182,39 @@ def test_limits_refuse_before_the_whole_body_is_read():
     with pytest.raises(HTTPException) as error:
         asyncio.run(read_uploads(many, max_bytes=5000, max_files=3))
     assert "at most 3" in error.value.detail and state.taken == 4
+
+
+def _multipart(*named: tuple[str, bytes]) -> bytes:
+    return b"".join(b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n'
+                    b"Content-Type: image/jpeg\r\n\r\n" + data + b"\r\n" for name, data in named) + b"--B--\r\n"
+
+
+def _read(body: bytes, content_type: bytes, chunk: int = 7, content_length: int | None = None, **limits):
+    """read_uploads on `body` arriving `chunk` bytes at a time (header names and values cut up)."""
+    request, state = _request([body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""], content_type,
+                              content_length)
+    return asyncio.run(read_uploads(request, **limits)), state
+
+
+def _refusal(*args, **kwargs) -> tuple[int, str]:
+    with pytest.raises(HTTPException) as error:
+        _read(*args, **kwargs)
+    return error.value.status_code, error.value.detail
+
+
+def test_uploads_arrive_whole_however_the_body_is_cut_and_each_file_may_reach_the_limit():
+    multipart = b"multipart/form-data; boundary=B"
+    body = _multipart(("a.jpg", b"a" * 100), ("b.jpg", b"b" * 100), ("c.jpg", b"c" * 100))
+    uploads, _ = _read(body, multipart, max_bytes=100, max_files=3)  # 300 bytes: the limit is per file
+    assert uploads == [Upload("a.jpg", b"a" * 100), Upload("b.jpg", b"b" * 100), Upload("c.jpg", b"c" * 100)]
+    assert _refusal(_multipart(("a.jpg", b"a" * 101)), multipart, max_bytes=100, max_files=3) == (
+        413, "file 'a.jpg' is larger than the limit of 100 bytes")
+    raw, _ = _read(b"r" * 100, b"image/jpeg", content_length=100, max_bytes=100, max_files=1)
+    assert raw == [Upload("upload", b"r" * 100)]
+    assert _refusal(b"r" * 101, b"image/jpeg", max_bytes=100, max_files=1) == (
+        413, "the image is larger than the limit of 100 bytes")
+    assert _refusal(b"", b"image/jpeg", max_bytes=100, max_files=1) == (
+        422, "empty request body: send multipart field 'file' or a raw image body")
 
 
 def test_auth(predictor, monkeypatch):

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import KAGGLE_ZIP
+from conftest import KAGGLE_ZIP, require_data
 from PIL import Image
 
 from catdog.inference.predictor import Predictor
@@ -175,8 +175,7 @@ def test_grad_cam_toggle_when_explain_exists(server, browser_page, monkeypatch, 
 
 @pytest.mark.slow
 def test_a_real_cat_is_labelled_cat(server, browser_page, tmp_path):
-    if not KAGGLE_ZIP.exists():
-        pytest.skip(f"{KAGGLE_ZIP} not found")
+    require_data(KAGGLE_ZIP.exists(), f"{KAGGLE_ZIP} not found")
     with zipfile.ZipFile(KAGGLE_ZIP) as archive:
         (tmp_path / "cat.1.jpg").write_bytes(archive.read("train/cat.1.jpg"))
     page = browser_page

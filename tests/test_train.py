@@ -156,6 +156,7 @@ def test_a_set_not_divisible_by_the_batch_trains(tmp_path):
             "batch_size=17", "epochs=2", f"runs_dir={tmp_path / 'runs'}", "name=odd"]
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"{tmp_path / 'runs' / 'odd'}\n" and _epochs(tmp_path / "runs" / "odd") == [0, 1]
 
 
 def test_a_bfloat16_run_learns_and_saves_a_float32_model(tmp_path):
