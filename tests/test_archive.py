@@ -68,7 +68,8 @@ def test_an_inner_zip_counts_against_what_is_already_written(tmp_path):
         zf.writestr("sampleSubmission.csv", b"0" * 500_000)
         zf.write(inner, "train.zip")
     left = 1_000_000 - 500_000 - inner.stat().st_size
-    with pytest.raises(ArchiveError, match=rf"all.zip!train.zip: 300000 bytes uncompressed, more than the limit of {left}$"):
+    with pytest.raises(ArchiveError, match=rf"all.zip!train.zip: 300000 bytes uncompressed, more than the limit "
+                                           rf"of {left}$"):
         extract_zip(outer, tmp_path / "out", max_total_bytes=1_000_000, unpack=("train.zip",))
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 

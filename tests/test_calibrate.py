@@ -98,6 +98,15 @@ def test_no_answer_is_surer_than_the_validation_set_can_vouch_for():
     np.testing.assert_array_equal(bounded[1:-1], logits[1:-1])  # answers within the bounds are untouched
 
 
+def test_float32_logits_as_the_model_gives_them_keep_float64_answers():
+    """A model's logits are float32; in float32, 1 - p_dog is lost past a logit of about 17."""
+    p = probabilities(np.array([20.0, -20.0], np.float32))
+    assert p.dtype == np.float64 and 1 - p[0] == pytest.approx(2.0611536e-9, rel=1e-6)
+    floor = confidence_floor(2250)
+    bounded = probabilities(bounded_logits(np.array([-40.0, 40.0], np.float32), 1.5, floor), 1.5)
+    np.testing.assert_allclose(bounded, [floor, 1 - floor], rtol=1e-12)
+
+
 def test_a_learned_pet_score_catches_non_pets_the_two_thresholds_miss():
     rng = np.random.default_rng(4)
     energy = rng.normal(10, 1.5, 3000)
