@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -91,3 +92,24 @@ def test_resolve_model_errors(tmp_path):
 def test_confident_probabilities_keep_their_significant_digits(p, shown):
     assert shown_probability(p) == pytest.approx(shown, rel=1e-9, abs=1e-15)
     assert 0.0 < shown_probability(p) < 1.0 or p in (0.0, 1.0)
+
+
+def test_paths_are_read_as_needed_and_chunks_score_as_paths_do(run_dir, tmp_path):
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        synthetic_image(i % 2, rng).save(tmp_path / f"{i}.png")
+    paths = [str(tmp_path / f"{i}.png") for i in range(5)] + [str(tmp_path / "gone.png")]
+    predictor = Predictor(run_dir, batch_size=2)
+    read = []
+
+    def listing():  # as long as a photo library's
+        for k in range(100_000):
+            read.append(k)
+            yield paths[k % len(paths)]
+
+    first = list(itertools.islice(predictor.score_paths(listing()), 3))
+    assert [s.path for s in first] == paths[:3] and len(read) <= 3 * predictor.batch_size
+    by_chunk = list(predictor.score_chunks([paths[:2], paths[2:4], paths[4:]]))
+    assert [len(c) for c in by_chunk] == [2, 2, 2]
+    assert sum(by_chunk, []) == list(predictor.score_paths(paths))
+
