@@ -1,5 +1,6 @@
 import itertools
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -113,3 +114,31 @@ def test_paths_are_read_as_needed_and_chunks_score_as_paths_do(run_dir, tmp_path
     assert [len(c) for c in by_chunk] == [2, 2, 2]
     assert sum(by_chunk, []) == list(predictor.score_paths(paths))
 
+
+def test_uris_are_expanded_and_read_like_local_files(run_dir, tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png"):
+        synthetic_image(1, rng).save(tmp_path / name)
+    memory.pipe("/uris/a.png", (tmp_path / "a.png").read_bytes())
+    memory.pipe("/uris/sub/b.png", (tmp_path / "b.png").read_bytes())
+    memory.pipe("/uris/empty.png", b"")
+    memory.pipe("/uris/notes.txt", b"not a picture")
+    try:
+        paths = expand_paths(["memory://uris/", "memory://uris/*.png", "memory://nowhere/c.png"])
+        assert paths == ["memory:///uris/a.png", "memory:///uris/empty.png", "memory:///uris/sub/b.png",
+                         "memory:///uris/a.png", "memory:///uris/empty.png", "memory://nowhere/c.png"]
+        predictor = Predictor(run_dir)
+        remote = list(predictor.predict_paths(paths[:3]))
+        local = list(predictor.predict_paths([tmp_path / "a.png", tmp_path / "b.png"]))
+        assert [r["p_dog"] for r in (remote[0], remote[2])] == [r["p_dog"] for r in local]
+        assert remote[1] == {"path": "memory:///uris/empty.png", "error": "memory:///uris/empty.png: empty file (0 bytes)"}
+        assert list(predictor.predict_paths(["memory://nowhere/c.png"]))[0]["error"] == \
+            "memory://nowhere/c.png: No such file or directory"
+        assert next(predictor.score_paths(["memory://uris/sub"])).error == \
+            "memory://uris/sub: is a directory, not an image file"  # a folder where a file was listed
+        monkeypatch.setitem(sys.modules, "fsspec.core", None)  # as where fsspec is not installed
+        assert "needs fsspec: pip install 'catdog[ray]'" in list(predictor.predict_paths(paths[:1]))[0]["error"]
+    finally:
+        memory.rm("/uris", recursive=True)

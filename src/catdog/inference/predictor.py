@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from catdog.data import remote
 from catdog.data.images import ImageError, is_image_name, load_image
 from catdog.errors import ModelError
 from catdog.inference.answers import ANSWER_OUTPUTS, blend_logits, bounded_logits, is_unknown, pet_score, probabilities
@@ -41,11 +42,15 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Files as given, folders as their image files (recursively, sorted), globs expanded.
 
     A path that does not exist, or a folder without images, is kept so that it is reported as
-    an error, not dropped.
+    an error, not dropped. URIs (`s3://bucket/photos/`, `file:///...`) are expanded the same
+    way through fsspec (`catdog.data.remote`).
     """
     paths = []
     for item in map(str, inputs):
-        if os.path.isdir(item):
+        if remote.is_uri(item):
+            found = remote.list_files(item)
+            paths += [item] if found is None else [p for p in found if is_image_name(p)] or [item]
+        elif os.path.isdir(item):
             found = sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and is_image_name(p))
             paths += found or [item]  # a folder with no images is reported, not silently dropped
         elif not os.path.exists(item) and glob.has_magic(item):
