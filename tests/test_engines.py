@@ -87,3 +87,5 @@ def test_the_python_function_mirrors_the_flags(photos, tmp_path):
     assert [r["path"] for r in records] == [str(photos / p) for p in ("0.png", "4.png", "broken.jpg")]
     shard = engines.predict([photos], shard=(0, 3))
     assert shard.total == 3 and [r["path"] for r in shard] == [str(photos / p) for p in ("0.png", "3.png", "broken.jpg")]
+    with pytest.raises(UsageError, match="--workers goes with --engine ray"):
+        engines.predict([photos], workers=2)

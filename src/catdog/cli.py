@@ -10,7 +10,7 @@
     catdog calibrate runs/NAME [unknown_budget=0.01]    # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
                    [--explain DIR]           # + a Grad-CAM overlay PNG per image
-    catdog predict photos/ [--from-list FILE] [--max-errors N]   # list files; exit 0 with a few unreadable
+    catdog predict --engine ray [--workers N] photos/ [--from-list FILE] [--max-errors N] [--order completion]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
     catdog report runs/NAME|EVAL_DIR [--out DIR]   # report.html: curves, errors, calibration, Grad-CAM
     catdog augment-preview photo.jpg [--preset P] [key=value ...]   # what training augmentation does
@@ -214,7 +214,8 @@ def _predict(args) -> int:
         shard = parse_shard(args.shard)
     records = engines.predict(args.paths, from_list=args.from_list, model=args.model, runtime=args.runtime,
                               batch_size=batch_size, tta=args.tta, unknown=False if args.no_unknown else None,
-                              shard=shard, explain=args.explain)
+                              engine=args.engine, workers=args.workers, order=args.order, shard=shard,
+                              explain=args.explain)
     # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
     shown = console.progress_bar(records, total=records.total, unit="img", delay=2)
     tally = write_records(shown, sys.stdout, args.format, kaggle_submission=args.kaggle_submission)
@@ -362,7 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
     p.add_argument("--max-errors", metavar="N", help="exit 0 when at most N inputs (or N%% of them, e.g. 0.1%%) "
                                                      "could not be read (default 0: any such input gives exit 1)")
-
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this process; ray: an actor pool on Ray Data (pip install "
+                        "'catdog[ray]'), a local Ray or the cluster at $RAY_ADDRESS")
+    p.add_argument("--workers", type=int, metavar="N", help="with --engine ray: N actors, one model each "
+                   "(default: one on all of this machine's cores, or one per CPU of the cluster)")
+    p.add_argument("--order", choices=["input", "completion"], default="input",
+                   help="input (default): records in input order; completion: batch by batch as Ray finishes them")
     p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
     p.set_defaults(func=_predict, rest="paths")
 

@@ -1,12 +1,15 @@
-"""`catdog predict`'s front: the inputs, read as they are needed, answered by an engine.
+"""`catdog predict`'s front: the inputs, read as they are needed, answered here or on Ray Data.
 
     >>> from catdog.inference.engines import predict
-    >>> for record in predict(["photos/", "s3://bucket/more/"], from_list="more.txt"):
+    >>> for record in predict(["photos/", "s3://bucket/more/"], engine="ray", workers=2):
     ...     print(record)   # {"path": "photos/a.jpg", "label": "cat", "p_dog": 0.0123, ...}
 
-`engine="local"` (the default) is one `Predictor` in this process. Records are yielded as they
-come, and the inputs too are read as needed: a list of a million photos costs the memory of a
-few batches.
+`engine="local"` (the default) is one `Predictor` in this process; `engine="ray"` an actor pool
+on Ray Data (`catdog.inference.ray_engine`; `pip install 'catdog[ray]'`). For the same inputs
+both give the same records, byte for byte, errors included, in input order (or, on Ray with
+`order="completion"`, batch by batch as they finish). Records are yielded as they come, and
+locally the inputs too are read as needed: a list of a million photos costs the memory of a
+few batches (the Ray driver reads the list once, to cut it into batches, then lets it go).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from catdog.errors import DataError, InputsFailed, UsageError
-from catdog.inference.predictor import Predictor, expand_paths
+from catdog import console
+from catdog.errors import CatdogError, DataError, InputsFailed, UsageError
+from catdog.inference.predictor import Predictor, chunked, expand_paths
 from catdog.inference.records import Tally
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 ORDERS = ("input", "completion")
 
 
@@ -45,15 +49,25 @@ def predict(paths: Iterable[str | os.PathLike] = (), *, from_list: str | os.Path
 
     `paths` are files, folders, globs or URIs (`expand_paths`); `from_list` a file (or "-",
     stdin) with one path or URI per line, taken as written. `shard=(i, n)` keeps inputs k with
-    k mod n == i. Everything that can be checked is checked here, before any picture is read.
+    k mod n == i. `workers` is Ray's actor count (default: one actor on all of this machine's
+    cores, or one per CPU of the cluster at $RAY_ADDRESS). Everything that can be checked is
+    checked here, before any picture is read: the model is loaded (in this process, also for
+    Ray) and Ray is imported; Ray starts when the first record is asked for.
     """
     _check(engine, order, workers, explain)
+    if engine == "ray":
+        from catdog.inference import ray_engine
+
+        ray_engine.import_ray()
     inputs, total = _inputs(paths, from_list)
     if shard:
         index, count = shard
         inputs = itertools.islice(inputs, index, None, count)
         total = None if total is None else len(range(index, total, count))
     predictor = Predictor(model, batch_size=batch_size, tta=tta, unknown=unknown, runtime=runtime)
+    if engine == "ray":
+        return Records(_on_ray(inputs, _actor_args(predictor, model, runtime, unknown), workers,
+                               order == "input"), total)
     records = (predictor.record(scored) for scored in predictor.score_paths(inputs))
     if explain:
         from catdog.inference.gradcam import save_overlays
@@ -102,6 +116,25 @@ def _lines(stream) -> Iterator[str]:
         line = line.rstrip("\r\n")
         if line.strip():
             yield line
+
+
+def _actor_args(predictor: Predictor, model, runtime: str, unknown: bool | None) -> dict:
+    """What each Ray actor builds its `Predictor` from: the file this one resolved, by absolute path
+    (the shipped model by name, each node having its own install), so every actor runs the same model."""
+    path = predictor.path
+    if model is not None:
+        model, runtime = str(Path(path).absolute()), "keras" if path.suffix != ".tflite" else "tflite"
+    return dict(model=model, runtime=runtime, batch_size=predictor.batch_size, tta=predictor.tta, unknown=unknown)
+
+
+def _on_ray(inputs: Iterator[str], predictor_args: dict, workers: int | None, ordered: bool) -> Iterator[dict]:
+    from catdog.inference import ray_engine
+
+    # Ray's own log lines (its C++ core's too) are held back while it runs; shown if it fails.
+    with console.quiet_stderr(discard=(CatdogError,)), ray_engine.session(workers) as (workers, threads):
+        batches = chunked(inputs, predictor_args["batch_size"])
+        for records in ray_engine.answer_batches(batches, predictor_args, workers, threads, ordered):
+            yield from records
 
 
 def parse_max_errors(text: str | int | None) -> int | float:
