@@ -158,7 +158,8 @@ def test_an_actor_killed_mid_run_has_its_batches_answered_again(model, photos, c
 
 def test_a_local_ray_is_started_and_stopped_with_no_process_left(photos, tmp_path):
     """No $RAY_ADDRESS: the shipped model (LiteRT, the default runtime) on a Ray of its own."""
-    inputs = [*sorted((photos / "b").iterdir())[:20], photos / "a" / "150.jpg", photos / "gone.jpg"]
+    inputs = [*sorted((photos / "b").iterdir())[:20], photos / "a" / "150.jpg", photos / "gone.jpg",
+              (photos / "a" / "001.jpg").as_uri(), "file:///nowhere/gone.png"]  # URIs are read by the actors
     plain = _catdog("predict", *inputs, "--batch-size", "8")
     mark, temp = secrets.token_hex(8), tempfile.mkdtemp(prefix="cdl-", dir="/tmp")
     token_file = Path.home() / ".ray" / "auth_token"
@@ -166,10 +167,11 @@ def test_a_local_ray_is_started_and_stopped_with_no_process_left(photos, tmp_pat
     env = {MARK: mark, "RAY_TMPDIR": temp, "RAY_ADDRESS": ""}
     try:
         ray = _catdog("predict", *inputs, "--batch-size", "8", "--engine", "ray", "--workers", "2",
-                      "--max-errors", "2", env=env)
+                      "--max-errors", "3", env=env)
         assert ray.returncode == 0 and plain.returncode == 1, ray.stderr
         assert ray.stdout == plain.stdout
-        assert ray.stderr.startswith("catdog: 2 of 22 file(s) could not be read, within --max-errors 2")
+        assert ray.stderr.startswith("catdog: 3 of 24 file(s) could not be read, within --max-errors 3")
+        assert '"path": "file:///nowhere/gone.png", "error": "file:///nowhere/gone.png: No such file' in ray.stdout
         assert _marked(mark) == []  # raylet, GCS, workers: all gone when catdog returns
         assert os.listdir(temp) == []  # its session folder removed
         assert token_file.exists() == had_token  # its token was its own, not written to ~/.ray
