@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default): this process; ray: an actor pool on Ray Data (pip install "
                         "'catdog[ray]'), a local Ray or the cluster at $RAY_ADDRESS")
     p.add_argument("--workers", type=int, metavar="N", help="with --engine ray: N actors, one model each "
-                   "(default: one on all of this machine's cores, or one per CPU of the cluster)")
+                   "(default: one per CPU, of this machine or of the cluster)")
     p.add_argument("--order", choices=["input", "completion"], default="input",
                    help="input (default): records in input order; completion: batch by batch as Ray finishes them")
     p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")

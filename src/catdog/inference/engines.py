@@ -49,8 +49,8 @@ def predict(paths: Iterable[str | os.PathLike] = (), *, from_list: str | os.Path
 
     `paths` are files, folders, globs or URIs (`expand_paths`); `from_list` a file (or "-",
     stdin) with one path or URI per line, taken as written. `shard=(i, n)` keeps inputs k with
-    k mod n == i. `workers` is Ray's actor count (default: one actor on all of this machine's
-    cores, or one per CPU of the cluster at $RAY_ADDRESS). Everything that can be checked is
+    k mod n == i. `workers` is Ray's actor count (default: one per CPU, of this machine or of
+    the cluster at $RAY_ADDRESS). Everything that can be checked is
     checked here, before any picture is read: the model is loaded (in this process, also for
     Ray) and Ray is imported; Ray starts when the first record is asked for.
     """

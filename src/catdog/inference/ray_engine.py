@@ -69,10 +69,10 @@ def session(workers: int | None = None) -> Iterator[tuple[int, int]]:
     """Ray for the block, yielding (actors, CPUs per actor): the caller's own `ray.init()`, the
     cluster at $RAY_ADDRESS, or a local one.
 
-    On a cluster, each actor takes one CPU, and `workers` defaults to all of them. A local Ray
-    shares this machine's cores among `workers` actors (default: one actor on all of them), and
-    gets its own temporary folder (removed after; kept and named in the error if the run fails,
-    for its logs).
+    `workers` defaults to one actor per CPU. On a cluster each actor takes one CPU; a local Ray
+    shares this machine's cores among its actors (`workers=1`: one actor on all of them, as
+    plain `predict` runs) and gets its own temporary folder (removed after; kept and named in
+    the error if the run fails, for its logs).
     """
     ray = import_ray()
     with _cluster_errors_on_stderr(ray):
@@ -111,7 +111,7 @@ def _session(ray, workers: int | None) -> Iterator[tuple[int, int]]:
                 ray.shutdown()  # a disconnect: the cluster is left running
         return
     cores = os.cpu_count() or 1
-    workers = workers or 1
+    workers = workers or cores  # single-threaded models, one a core: no threads waiting on each other
     threads = max(1, cores // workers)
     # Ray's own default is /tmp whatever $TMPDIR says: its socket paths must fit in 107 bytes.
     temp = tempfile.mkdtemp(prefix="catdog-ray-", dir=os.environ.get("RAY_TMPDIR") or _short_temp())
