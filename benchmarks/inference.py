@@ -7,6 +7,12 @@ detector included), warm one-image latency (p50 / p99, decode included), the col
 of `catdog predict one.jpg`, and answers on the same pictures (accuracy, agreement with Keras).
 In the same run: numpy's float32 matmul rate divided by the model's FLOPs per image (the ceiling),
 JPEG decoding alone, and the naive loop (`keras.utils.load_img` + `model.predict` per image).
+Then `--ray-workers` rows (default 1 and 2 actors; `pip install -e ".[ray]"`, none without it):
+`catdog predict --engine ray` on a local Ray over the same pictures with the default runtime
+(LiteRT float32), images/s with start-up excluded, the fixed cost of a run (starting and
+stopping Ray and its actors), the cold `catdog predict one.jpg --engine ray`, and whether its
+records are the plain `Predictor`'s, byte for byte. (`--runtimes tflite --out ...` for these
+and the plain row alone.)
 Prints a table and writes benchmarks/results/inference.json.
 """
 
@@ -75,9 +81,9 @@ def speed(predictor: Predictor, paths: list[str], single: list[str]) -> dict:
                 p99_ms=round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2)), records
 
 
-def cold_start(runtime: str, model: str | None, image: str, repeats: int) -> float:
+def cold_start(runtime: str, model: str | None, image: str, repeats: int, *extra: str) -> float:
     """Median wall time of `catdog predict one.jpg` in a fresh process (the OS file cache warm)."""
-    command = [sys.executable, "-m", "catdog.cli", "predict", image, "--runtime", runtime]
+    command = [sys.executable, "-m", "catdog.cli", "predict", image, "--runtime", runtime, *extra]
     command += ["--model", model] if model else []
     times = []
     for _ in range(repeats):
@@ -85,6 +91,30 @@ def cold_start(runtime: str, model: str | None, image: str, repeats: int) -> flo
         subprocess.run(command, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
     return round(statistics.median(times), 3)
+
+
+def ray_speed(paths: list[str], model: str | None, workers: int, batch_size: int,
+              repeat: int) -> tuple[dict, list[dict]]:
+    """`catdog predict --engine ray --workers N` (the Python function behind it) on a local Ray.
+
+    Run twice, over the pictures and over them `repeat` times: the extra pictures over the extra
+    time is the rate with start-up excluded (Ray hands records back in bursts, so timing them
+    one by one would not do), and the rest of the first run's wall time is the fixed cost:
+    starting Ray and the actors, loading their models, stopping it all.
+    """
+    from catdog.inference import engines
+
+    def run(inputs: list[str]) -> tuple[float, list[dict]]:
+        started = time.perf_counter()
+        records = list(engines.predict(inputs, model=model, runtime="tflite", engine="ray", workers=workers,
+                                       batch_size=batch_size))
+        return time.perf_counter() - started, records
+
+    once, records = run(paths)
+    more, _ = run(paths * repeat)
+    rate = len(paths) * (repeat - 1) / (more - once)
+    return dict(images_per_second=round(rate, 1), fixed_cost_s=round(once - len(paths) / rate, 2),
+                wall_s=round(once, 2)), records
 
 
 def naive_loop(predictor: Predictor, paths: list[str]) -> float:
@@ -115,6 +145,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500, help="test-split pictures for the batch and accuracy figures")
     parser.add_argument("--single", type=int, default=50, help="one-image calls for the latency figures")
     parser.add_argument("--cold", type=int, default=3, help="fresh processes per cold-start figure")
+    parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2],
+                        help="actor counts of the Ray rows (none: no Ray rows)")
+    parser.add_argument("--ray-repeat", type=int, default=4,
+                        help="the second Ray run goes over the pictures this many times")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference.json"))
     args = parser.parse_args()
 
@@ -131,6 +165,15 @@ def main() -> None:
         rows.append(dict(runtime=runtime, file=predictor.path.name, **figures,
                          cold_start_s=cold_start(runtime, args.model, paths[0], args.cold),
                          accuracy=round(float(np.mean((p_dog >= 0.5) == labels)), 4)))
+    plain = Predictor(args.model, runtime="tflite")
+    plain_records = list(plain.predict_paths(paths))
+    ray_rows = []
+    for workers in args.ray_workers if _has_ray() else []:
+        figures, records = ray_speed(paths, args.model, workers, plain.batch_size, args.ray_repeat)
+        ray_rows.append(dict(runtime=f"ray-{workers}", workers=workers, **figures,
+                             same_records_as_plain=records == plain_records,
+                             cold_start_s=cold_start("tflite", args.model, paths[0], args.cold, "--engine", "ray",
+                                                     "--workers", str(workers))))
     reference = answers.get("keras")
     for row in rows:
         if reference:
@@ -156,12 +199,27 @@ def main() -> None:
     for r in rows:
         print(f"{r['runtime']:<12} {r['images_per_second']:>7} {r['share_of_ceiling']:>7.0%} {r['p50_ms']:>7} "
               f"{r['p99_ms']:>7} {r['cold_start_s']:>7} {r['accuracy']:>8.2%} {r.get('agreement_with_keras', 1):>6.1%}")
+    tflite_row = next((r for r in rows if r["runtime"] == "tflite"), None)
+    if ray_rows:
+        print(f"\n{'engine':<12} {'img/s':>7} {'vs plain':>8} {'fixed s':>7} {'wall s':>7} {'cold s':>7} {'same':>5}")
+    for r in ray_rows:
+        if tflite_row:
+            r["vs_plain_predictor"] = round(r["images_per_second"] / tflite_row["images_per_second"], 3)
+        print(f"{r['runtime']:<12} {r['images_per_second']:>7} {r.get('vs_plain_predictor', 0):>8.0%} "
+              f"{r['fixed_cost_s']:>7} {r['wall_s']:>7} {r['cold_start_s']:>7} {str(r['same_records_as_plain']):>5}")
     for key, value in extra.items():
         print(f"{key}: {value}")
     result = dict(machine=dict(cpus=os.cpu_count(), processor=platform.machine(),
-                               load_average=os.getloadavg()), images=len(paths), rows=rows, **extra)
+                               load_average=os.getloadavg()), images=len(paths), rows=rows, ray_rows=ray_rows,
+                  **extra)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
+import itertools
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -91,3 +93,52 @@ def test_resolve_model_errors(tmp_path):
 def test_confident_probabilities_keep_their_significant_digits(p, shown):
     assert shown_probability(p) == pytest.approx(shown, rel=1e-9, abs=1e-15)
     assert 0.0 < shown_probability(p) < 1.0 or p in (0.0, 1.0)
+
+
+def test_paths_are_read_as_needed_and_chunks_score_as_paths_do(run_dir, tmp_path):
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        synthetic_image(i % 2, rng).save(tmp_path / f"{i}.png")
+    paths = [str(tmp_path / f"{i}.png") for i in range(5)] + [str(tmp_path / "gone.png")]
+    predictor = Predictor(run_dir, batch_size=2)
+    read = []
+
+    def listing():  # as long as a photo library's
+        for k in range(100_000):
+            read.append(k)
+            yield paths[k % len(paths)]
+
+    first = list(itertools.islice(predictor.score_paths(listing()), 3))
+    assert [s.path for s in first] == paths[:3] and len(read) <= 3 * predictor.batch_size
+    by_chunk = list(predictor.score_chunks([paths[:2], paths[2:4], paths[4:]]))
+    assert [len(c) for c in by_chunk] == [2, 2, 2]
+    assert sum(by_chunk, []) == list(predictor.score_paths(paths))
+
+
+def test_uris_are_expanded_and_read_like_local_files(run_dir, tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png"):
+        synthetic_image(1, rng).save(tmp_path / name)
+    memory.pipe("/uris/a.png", (tmp_path / "a.png").read_bytes())
+    memory.pipe("/uris/sub/b.png", (tmp_path / "b.png").read_bytes())
+    memory.pipe("/uris/empty.png", b"")
+    memory.pipe("/uris/notes.txt", b"not a picture")
+    try:
+        paths = expand_paths(["memory://uris/", "memory://uris/*.png", "memory://nowhere/c.png"])
+        assert paths == ["memory:///uris/a.png", "memory:///uris/empty.png", "memory:///uris/sub/b.png",
+                         "memory:///uris/a.png", "memory:///uris/empty.png", "memory://nowhere/c.png"]
+        predictor = Predictor(run_dir)
+        remote = list(predictor.predict_paths(paths[:3]))
+        local = list(predictor.predict_paths([tmp_path / "a.png", tmp_path / "b.png"]))
+        assert [r["p_dog"] for r in (remote[0], remote[2])] == [r["p_dog"] for r in local]
+        assert remote[1] == {"path": "memory:///uris/empty.png", "error": "memory:///uris/empty.png: empty file (0 bytes)"}
+        assert list(predictor.predict_paths(["memory://nowhere/c.png"]))[0]["error"] == \
+            "memory://nowhere/c.png: No such file or directory"
+        assert next(predictor.score_paths(["memory://uris/sub"])).error == \
+            "memory://uris/sub: is a directory, not an image file"  # a folder where a file was listed
+        monkeypatch.setitem(sys.modules, "fsspec.core", None)  # as where fsspec is not installed
+        assert "needs fsspec: pip install 'catdog[ray]'" in list(predictor.predict_paths(paths[:1]))[0]["error"]
+    finally:
+        memory.rm("/uris", recursive=True)

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _FACE = {  # name -> the module that defines it
     "Predictor": "catdog.inference.predictor",
+    "predict": "catdog.inference.engines",  # `catdog predict`'s flags as arguments; engine="ray" for Ray Data
     "Explainer": "catdog.inference.gradcam",
     "prepare": "catdog.data.prepare",
     "train": "catdog.training.train",

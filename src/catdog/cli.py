@@ -10,6 +10,7 @@
     catdog calibrate runs/NAME [unknown_budget=0.01]    # refit temperature and the unknown thresholds
     catdog predict photo.jpg photos/ '*.png' [--model runs/NAME] [--format csv] [--runtime tflite] [--shard I/N]
                    [--explain DIR]           # + a Grad-CAM overlay PNG per image
+    catdog predict --engine ray [--workers N] photos/ [--from-list FILE] [--max-errors N] [--order completion]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
     catdog report runs/NAME|EVAL_DIR [--out DIR]   # report.html: curves, errors, calibration, Grad-CAM
     catdog augment-preview photo.jpg [--preset P] [key=value ...]   # what training augmentation does
@@ -35,7 +36,7 @@ import sys
 import traceback
 
 from catdog import config, console, presets
-from catdog.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, DataError, InputsFailed, UsageError
+from catdog.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CatdogError, DataError, UsageError
 
 EPILOG = """\
 exit status:
@@ -198,28 +199,29 @@ def _check_output_file(path: str | None, flag: str) -> None:
 
 
 def _predict(args) -> int:
-    from catdog.inference.predictor import Predictor, expand_paths
+    from catdog.inference import engines
     from catdog.inference.records import write_records
 
+    if not args.paths and args.from_list is None:
+        raise UsageError("predict: give the pictures, as PATH ... or --from-list FILE (see catdog predict --help)")
     batch_size = config.parse_value("batch_size", args.batch_size)
+    max_errors = engines.parse_max_errors(args.max_errors)
     _check_output_file(args.kaggle_submission, "--kaggle-submission")
-    paths = expand_paths(args.paths)
+    shard = None
     if args.shard:
-        from catdog.inference.shards import parse_shard, select
+        from catdog.inference.shards import parse_shard
 
-        paths = select(paths, *parse_shard(args.shard))
-    predictor = Predictor(args.model, batch_size=batch_size, tta=args.tta,
-                          unknown=False if args.no_unknown else None, runtime=args.runtime)
-    records = predictor.predict_paths(paths)
-    if args.explain:
-        from catdog.inference.gradcam import save_overlays
-
-        records = save_overlays(records, predictor.path, args.explain)
+        shard = parse_shard(args.shard)
+    records = engines.predict(args.paths, from_list=args.from_list, model=args.model, runtime=args.runtime,
+                              batch_size=batch_size, tta=args.tta, unknown=False if args.no_unknown else None,
+                              engine=args.engine, workers=args.workers, order=args.order, shard=shard,
+                              explain=args.explain)
     # On stderr, only for a terminal, and only once a run has lasted 2 s: stdout stays machine-readable.
-    records = console.progress_bar(records, total=len(paths), unit="img", delay=2)
-    tally = write_records(records, sys.stdout, args.format, kaggle_submission=args.kaggle_submission)
-    if tally.failed:
-        raise InputsFailed(f"{tally.failed} of {tally.records} file(s) could not be read (first: {tally.first_error})")
+    shown = console.progress_bar(records, total=records.total, unit="img", delay=2)
+    tally = write_records(shown, sys.stdout, args.format, kaggle_submission=args.kaggle_submission)
+    note = engines.check_failures(tally, max_errors)  # more failures than --max-errors allows: exit 1
+    if note and not console.is_quiet():
+        print(f"catdog: {note}", file=sys.stderr)
     return 0
 
 
@@ -346,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_calibrate, rest="settings")
 
     p = command("predict", help="classify image files, folders or globs")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders, globs or URIs (s3://...)")
+    p.add_argument("--from-list", metavar="FILE", help="also every path or URI listed in FILE, one a line "
+                                                       "(- for stdin), after the PATHs")
     p.add_argument("--model", help="run folder, .keras or .tflite file (default: the shipped model)")
     p.add_argument("--runtime", choices=["auto", "keras", "tflite", "tflite-int8"], default="auto",
                    help="auto (default): LiteRT float32 where the model has that export (the shipped one "
@@ -357,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unknown", action="store_true", help="always answer cat or dog, never unknown")
     p.add_argument("--batch-size", default="64", metavar="N")
     p.add_argument("--shard", metavar="I/N", help="predict only inputs k with k mod N == I (then `catdog merge`)")
+    p.add_argument("--max-errors", metavar="N", help="exit 0 when at most N inputs (or N%% of them, e.g. 0.1%%) "
+                                                     "could not be read (default 0: any such input gives exit 1)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this process; ray: an actor pool on Ray Data (pip install "
+                        "'catdog[ray]'), a local Ray or the cluster at $RAY_ADDRESS")
+    p.add_argument("--workers", type=int, metavar="N", help="with --engine ray: N actors, one model each "
+                   "(default: one per CPU, of this machine or of the cluster)")
+    p.add_argument("--order", choices=["input", "completion"], default="input",
+                   help="input (default): records in input order; completion: batch by batch as Ray finishes them")
     p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
     p.set_defaults(func=_predict, rest="paths")
 

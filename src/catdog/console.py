@@ -32,6 +32,23 @@ def show_progress() -> bool:
     return not _quiet and sys.stderr.isatty()
 
 
+class _Stderr:
+    """Where progress is drawn, looked up at each write: sys.stderr, or the terminal itself while
+    `quiet_stderr` holds native writes to fd 2 back (a bar made before the hold keeps showing)."""
+
+    def write(self, text: str) -> int:
+        return (_terminal or sys.stderr).write(text)
+
+    def flush(self) -> None:
+        (_terminal or sys.stderr).flush()
+
+    def __getattr__(self, name: str):
+        return getattr(_terminal or sys.stderr, name)
+
+
+_terminal = None
+
+
 def keras_verbose() -> int:
     """Keras's `verbose`: a progress bar on a terminal, one line per epoch in a log, nothing if quiet."""
     return 0 if _quiet else 1 if sys.stderr.isatty() else 2
@@ -47,7 +64,7 @@ def progress_bar(iterable=None, **kwargs):
         return _NoBar() if iterable is None else iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, file=sys.stderr, **kwargs)
+    return tqdm(iterable, file=_Stderr(), **kwargs)
 
 
 class _NoBar:
@@ -77,26 +94,47 @@ def set_verbose(verbose: bool) -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Holds native writes to fd 2 back (TensorFlow logs at import despite TF_CPP_MIN_LOG_LEVEL).
+def is_verbose() -> bool:
+    return _verbose
 
-    What was held back is written out after all if the block fails, so a real error still shows.
+
+@contextlib.contextmanager
+def quiet_stderr(discard: tuple[type[BaseException], ...] = ()):
+    """Holds native writes to fd 2 back (TensorFlow logs at import despite TF_CPP_MIN_LOG_LEVEL; Ray's
+    C++ core and loggers write there for as long as it runs). Progress bars still reach the terminal.
+
+    What was held back is written out after all if the block fails, so a real error still shows;
+    not for Ctrl-C, nor for the `discard` errors (those that already say all in their one line).
     """
+    global _terminal
     if _verbose:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
+    saved, previous = os.dup(2), _terminal
+    with tempfile.TemporaryFile() as held, open(os.dup(saved), "w", errors="replace") as terminal:
+        if _is_fd2(sys.stderr):  # else (a test's capture) sys.stderr is untouched by the hold anyway
+            _terminal = terminal
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception as error:
+            sys.stderr.flush()
             os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
+            if not isinstance(error, discard):
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
             raise
         finally:
+            _terminal = previous
+            terminal.flush()
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _is_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from catdog.data import remote
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 # Transparent pixels become this colour, not black: a cut-out pet on black is a different picture.
@@ -53,6 +55,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _open(source: str | os.PathLike | bytes) -> Image.Image:
+    if isinstance(source, str) and remote.is_uri(source):  # s3://, gs://, file://: read through fsspec
+        uri, source = source, remote.read_bytes(source)
+        if not source:
+            raise ImageError(uri, "empty file (0 bytes)")
     if isinstance(source, bytes):
         return Image.open(io.BytesIO(source))
     if os.path.isdir(source):
@@ -63,7 +69,7 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
 
 
 def load_image(source: str | os.PathLike | bytes, size: int | None = None, name: str | None = None) -> np.ndarray:
-    """Decodes `source` (a path or the file's bytes) to an (H, W, 3) uint8 array.
+    """Decodes `source` (a path, a URI fsspec reads, or the file's bytes) to an (H, W, 3) uint8 array.
 
     EXIF orientation is applied, the first frame of an animation is used, alpha is composited
     on white, and any mode (grey, palette, CMYK, 16-bit) becomes RGB. With `size`, the image is
@@ -87,8 +93,10 @@ def load_image(source: str | os.PathLike | bytes, size: int | None = None, name:
         raise ImageError(label, f"too large, possible decompression bomb ({error})") from None
     except UnidentifiedImageError:
         raise ImageError(label, "not a recognised image format") from None
-    except (FileNotFoundError, PermissionError) as error:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as error:
         raise ImageError(label, error.strerror or str(error)) from None
+    except ImportError as error:  # a URI, without fsspec or its protocol's package
+        raise ImageError(label, str(error)) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as error:
         # Pillow signals truncated or corrupt data with any of these.
         reason = str(error) or type(error).__name__

@@ -10,16 +10,18 @@ The CLI, evaluation and the web server all hold one `Predictor`.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from catdog.data import remote
 from catdog.data.images import ImageError, is_image_name, load_image
 from catdog.errors import ModelError
 from catdog.inference.answers import ANSWER_OUTPUTS, blend_logits, bounded_logits, is_unknown, pet_score, probabilities
@@ -40,11 +42,15 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Files as given, folders as their image files (recursively, sorted), globs expanded.
 
     A path that does not exist, or a folder without images, is kept so that it is reported as
-    an error, not dropped.
+    an error, not dropped. URIs (`s3://bucket/photos/`, `file:///...`) are expanded the same
+    way through fsspec (`catdog.data.remote`).
     """
     paths = []
     for item in map(str, inputs):
-        if os.path.isdir(item):
+        if remote.is_uri(item):
+            found = remote.list_files(item)
+            paths += [item] if found is None else [p for p in found if is_image_name(p)] or [item]
+        elif os.path.isdir(item):
             found = sorted(str(p) for p in Path(item).rglob("*") if p.is_file() and is_image_name(p))
             paths += found or [item]  # a folder with no images is reported, not silently dropped
         elif not os.path.exists(item) and glob.has_magic(item):
@@ -53,6 +59,13 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[str]:
         else:
             paths.append(item)
     return paths
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter), read lazily."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 class Scored(NamedTuple):
@@ -68,12 +81,16 @@ class Predictor:
 
     `unknown` (default: on where the model has the pet detector and fitted thresholds)
     answers "unknown" for pictures that show neither a cat nor a dog (`catdog.models.pet_detector`).
-    `meta` replaces the `model.json` beside the model file.
+    `meta` replaces the `model.json` beside the model file. `threads` (default: every core) is how
+    many images are decoded at once and, on LiteRT, how many threads run the model: one engine
+    worker among several on a machine takes its share.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 64, tta: bool = False,
-                 unknown: bool | None = None, meta: dict | None = None, runtime: str = "keras"):
-        self.runtime = load_runtime(model, runtime, detector=unknown is not False)
+                 unknown: bool | None = None, meta: dict | None = None, runtime: str = "keras",
+                 threads: int | None = None):
+        self.threads = threads or os.cpu_count() or 2
+        self.runtime = load_runtime(model, runtime, detector=unknown is not False, threads=self.threads)
         self.path = self.runtime.path
         meta_path = self.path.with_suffix(".json")
         if meta is None:  # calibration and image size; {} for raw, uncalibrated scores
@@ -145,7 +162,20 @@ class Predictor:
         return load_image(path, size=self.image_size, name=name)
 
     def score_paths(self, paths: Iterable[str]) -> Iterator[Scored]:
-        """One `Scored` per path, in order; unreadable files carry their error."""
+        """One `Scored` per path, in order; unreadable files carry their error.
+
+        `paths` is read as it is needed, `batch_size` at a time: a list of a million paths, or a
+        generator over one, costs the memory of two batches.
+        """
+        for scored in self.score_chunks(chunked(paths, self.batch_size)):
+            yield from scored
+
+    def score_chunks(self, chunks: Iterable[Sequence[str]]) -> Iterator[list[Scored]]:
+        """A list of `Scored` per chunk of paths, in order, each chunk's readable images one forward pass.
+
+        `score_paths` cuts its paths into chunks of `batch_size`; an engine that hands out such
+        chunks itself (`catdog.inference.ray_engine`) gets the very same batches, so the same answers.
+        """
 
         def decode(path):
             try:
@@ -153,25 +183,27 @@ class Predictor:
             except ImageError as error:
                 return path, None, str(error)
 
-        paths = list(paths)
-        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        chunks = iter(chunks)
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
             # Decode the next chunk while the model runs on this one.
-            pending = [pool.submit(decode, p) for p in chunks[0]] if chunks else []
-            for i in range(len(chunks)):
+            pending = [pool.submit(decode, p) for p in next(chunks, ())]
+            while pending:
                 decoded = [future.result() for future in pending]
-                pending = [pool.submit(decode, p) for p in chunks[i + 1]] if i + 1 < len(chunks) else []
+                pending = [pool.submit(decode, p) for p in next(chunks, ())]
                 good = [d for d in decoded if d[2] is None]
                 scores = self.scores(np.stack([d[1] for d in good])) if good else {}
-                at = 0
-                for path, _, error in decoded:
-                    if error:
-                        yield Scored(path, error=error)
-                        continue
-                    pet = {name: float(scores[name][at]) for name in self.detector_scores if name in scores}
-                    odds = float(scores["dog_odds"][at]) if "dog_odds" in scores else None
-                    yield Scored(path, float(scores["logit"][at]), pet or None, dog_odds=odds)
-                    at += 1
+                yield list(self._scored(decoded, scores))
+
+    def _scored(self, decoded: list[tuple], scores: dict[str, np.ndarray]) -> Iterator[Scored]:
+        at = 0
+        for path, _, error in decoded:
+            if error:
+                yield Scored(path, error=error)
+                continue
+            pet = {name: float(scores[name][at]) for name in self.detector_scores if name in scores}
+            odds = float(scores["dog_odds"][at]) if "dog_odds" in scores else None
+            yield Scored(path, float(scores["logit"][at]), pet or None, dog_odds=odds)
+            at += 1
 
     def record(self, scored: Scored) -> dict:
         """The answer for one image: {"path", "label", "p_dog"[, "p_pet", "pet_energy"]} or {"path", "error"}."""

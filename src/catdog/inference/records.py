@@ -51,10 +51,10 @@ def write_records(records: Iterable[dict], out: TextIO, fmt: str = "jsonl",
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n") if fmt == "csv" else None
-    if writer:
-        writer.writeheader()
     tally, answers = Tally(), []
     for record in records:
+        if writer and not tally.records:
+            writer.writeheader()  # not before the first answer: a run that fails first leaves stdout empty
         tally.records += 1
         if "error" in record:
             tally.failed += 1
@@ -66,6 +66,8 @@ def write_records(records: Iterable[dict], out: TextIO, fmt: str = "jsonl",
         else:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
+    if writer and not tally.records:
+        writer.writeheader()
     if kaggle_submission:
         write_kaggle_submission(kaggle_submission, answers)
     return tally

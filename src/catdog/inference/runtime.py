@@ -21,15 +21,16 @@ from catdog.errors import ModelError
 from catdog.inference.model_files import resolve
 
 
-def load_runtime(path: str | os.PathLike | None = None, runtime: str = "keras", detector: bool = True):
+def load_runtime(path: str | os.PathLike | None = None, runtime: str = "keras", detector: bool = True,
+                 threads: int | None = None):
     """A `KerasRuntime` or `LiteRTRuntime` for `path` (see `resolve`).
 
     `detector=False` lets the Keras runtime skip the unknown detector's work (LiteRT always runs
-    the whole graph).
+    the whole graph). `threads` is LiteRT's (default: every core); TensorFlow keeps its own.
     """
     resolved = resolve(path, runtime)
     if resolved.suffix == ".tflite":
-        return LiteRTRuntime(resolved)
+        return LiteRTRuntime(resolved, threads=threads)
     from catdog.inference import keras_runtime  # imports TensorFlow: only when asked for
 
     if resolved.is_dir():
@@ -38,15 +39,15 @@ def load_runtime(path: str | os.PathLike | None = None, runtime: str = "keras", 
 
 
 class LiteRTRuntime:
-    """A `.tflite` export run by LiteRT with XNNPACK on every core; outputs named by its signature."""
+    """A `.tflite` export run by LiteRT with XNNPACK on `threads` (every core); outputs named by its signature."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         try:
             with quiet_stderr():
-                self.interpreter = Interpreter(str(self.path), num_threads=os.cpu_count() or 1)
+                self.interpreter = Interpreter(str(self.path), num_threads=threads or os.cpu_count() or 1)
         except (ValueError, RuntimeError) as error:
             reason = " ".join(str(error).split())[:200]
             raise ModelError(f"{self.path}: not a loadable TFLite model ({reason})") from None
