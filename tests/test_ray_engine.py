@@ -57,10 +57,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A run-like folder with a 32 px LiteRT model (the shipped one runs at 224 px: 40x the work)."""
+    from conftest import write_kaggle_tree
     from test_export import SIZE, detector_model
 
     from catdog.export.exporter import export
-    from conftest import write_kaggle_tree
 
     root = tmp_path_factory.mktemp("ray-model")
     folder = root / "model"
