@@ -229,6 +229,33 @@ def test_uploads_arrive_whole_however_the_body_is_cut_and_each_file_may_reach_th
         422, "empty request body: send multipart field 'file' or a raw image body")
 
 
+def test_a_malformed_or_oversized_request_is_refused_with_its_reason():
+    """In-process (test_serve_http.py sends some of these to a `catdog serve` process, out of a
+    mutation tool's reach). The body limit of a multipart request is max_files x (max_bytes + 16 KiB)."""
+    multipart = b"multipart/form-data; boundary=B"
+    assert _refusal(b"x", b"multipart/form-data", max_bytes=100, max_files=1) == (
+        422, "multipart/form-data without a boundary")
+    assert _refusal(b"x", b"multipart/form-data; boundary=" + b"b" * 300, max_bytes=100, max_files=1) == (
+        422, "malformed multipart Content-Type (Boundary length 300 exceeds maximum of 256)")
+    assert _refusal(b"garbage", multipart, max_bytes=100, max_files=1) == (
+        422, "malformed multipart body (Expected boundary character 45, got 103 at index 2)")
+    limit = 100 + 16 * 1024
+    head = _multipart(("f.jpg", b"f")).removesuffix(b"--B--\r\n")
+    note = _multipart(("n.txt", b""), field="note")
+    padded = head + note.replace(b"\r\n\r\n", b"\r\n\r\n" + b"n" * (limit - len(head) - len(note)), 1)
+    assert len(padded) == limit  # the other field is bounded by the body limit only
+    uploads, _ = _read(padded, multipart, chunk=1000, max_bytes=100, max_files=1)
+    assert uploads == [Upload("f.jpg", b"f")]
+    over = padded.replace(b"nnn", b"nnnn", 1)
+    assert _refusal(over, multipart, chunk=1000, max_bytes=100, max_files=1) == (
+        413, f"the request body is larger than the limit of {limit:,} bytes")
+    declared, state = _request([b"r" * 101], b"image/jpeg", content_length=101)
+    with pytest.raises(HTTPException) as error:
+        asyncio.run(read_uploads(declared, max_bytes=100, max_files=1))
+    assert (error.value.status_code, error.value.detail, state.taken) == (
+        413, "the request body is larger than the limit of 100 bytes", 0)
+
+
 def test_auth(predictor, monkeypatch):
     with serving(predictor, api_key="s3cret") as client:
         body = files(("a.jpg", jpeg(10)))
