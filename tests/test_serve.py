@@ -149,7 +149,7 @@ def test_size_and_count_limits(predictor):
         assert info["limits"]["max_files"] == 2 and info["limits"]["max_upload_bytes"] == 20_000
 
 
-def _request(chunks: list[bytes], content_type: bytes, content_length: int | None = None):
+def _request(chunks: list[bytes], content_type: bytes, content_length: int | None = None, extra_headers=()):
     """A Starlette request whose body arrives in `chunks`; `.taken` counts the chunks read."""
     request_chunks = iter(chunks)
     state = types.SimpleNamespace(taken=0)
@@ -162,6 +162,7 @@ def _request(chunks: list[bytes], content_type: bytes, content_length: int | Non
     headers = [(b"content-type", content_type)]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
+    headers += extra_headers
     scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
     return Request(scope, receive), state
 
@@ -184,8 +185,11 @@ def test_limits_refuse_before_the_whole_body_is_read():
     assert "at most 3" in error.value.detail and state.taken == 4
 
 
-def _multipart(*named: tuple[str, bytes]) -> bytes:
-    return b"".join(b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n'
+def _multipart(*named: tuple[str | None, bytes], field: str = "file") -> bytes:
+    """Parts of `field` with these file names (None: no filename) and bytes, boundary B."""
+    def disposition(name):
+        return f'form-data; name="{field}"' + (f'; filename="{name}"' if name is not None else "")
+    return b"".join(b"--B\r\nContent-Disposition: " + disposition(name).encode() + b"\r\n"
                     b"Content-Type: image/jpeg\r\n\r\n" + data + b"\r\n" for name, data in named) + b"--B--\r\n"
 
 
@@ -209,12 +213,47 @@ def test_uploads_arrive_whole_however_the_body_is_cut_and_each_file_may_reach_th
     assert uploads == [Upload("a.jpg", b"a" * 100), Upload("b.jpg", b"b" * 100), Upload("c.jpg", b"c" * 100)]
     assert _refusal(_multipart(("a.jpg", b"a" * 101)), multipart, max_bytes=100, max_files=3) == (
         413, "file 'a.jpg' is larger than the limit of 100 bytes")
+    # Files without a name are numbered; another field after a file is left out.
+    body = _multipart((None, b"1"), (None, b"2")).removesuffix(b"--B--\r\n") + _multipart(("n.txt", b"x"), field="note")
+    uploads, _ = _read(body, multipart, max_bytes=100, max_files=3)
+    assert uploads == [Upload("upload-1", b"1"), Upload("upload-2", b"2")]
     raw, _ = _read(b"r" * 100, b"image/jpeg", content_length=100, max_bytes=100, max_files=1)
     assert raw == [Upload("upload", b"r" * 100)]
+    # An X-Filename sent as latin-1 bytes (TestClient would re-encode it as UTF-8: hence read_uploads here)
+    cafe = "caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg"
+    latin, _ = _request([b"r"], b"image/jpeg", extra_headers=[(b"x-filename", cafe.encode("latin-1"))])
+    assert asyncio.run(read_uploads(latin, max_bytes=100, max_files=1)) == [Upload(cafe, b"r")]
     assert _refusal(b"r" * 101, b"image/jpeg", max_bytes=100, max_files=1) == (
         413, "the image is larger than the limit of 100 bytes")
     assert _refusal(b"", b"image/jpeg", max_bytes=100, max_files=1) == (
         422, "empty request body: send multipart field 'file' or a raw image body")
+
+
+def test_a_malformed_or_oversized_request_is_refused_with_its_reason():
+    """In-process (test_serve_http.py sends some of these to a `catdog serve` process, out of a
+    mutation tool's reach). The body limit of a multipart request is max_files x (max_bytes + 16 KiB)."""
+    multipart = b"multipart/form-data; boundary=B"
+    assert _refusal(b"x", b"multipart/form-data", max_bytes=100, max_files=1) == (
+        422, "multipart/form-data without a boundary")
+    assert _refusal(b"x", b"multipart/form-data; boundary=" + b"b" * 300, max_bytes=100, max_files=1) == (
+        422, "malformed multipart Content-Type (Boundary length 300 exceeds maximum of 256)")
+    assert _refusal(b"garbage", multipart, max_bytes=100, max_files=1) == (
+        422, "malformed multipart body (Expected boundary character 45, got 103 at index 2)")
+    limit = 100 + 16 * 1024
+    head = _multipart(("f.jpg", b"f")).removesuffix(b"--B--\r\n")
+    note = _multipart(("n.txt", b""), field="note")
+    padded = head + note.replace(b"\r\n\r\n", b"\r\n\r\n" + b"n" * (limit - len(head) - len(note)), 1)
+    assert len(padded) == limit  # the other field is bounded by the body limit only
+    uploads, _ = _read(padded, multipart, chunk=1000, max_bytes=100, max_files=1)
+    assert uploads == [Upload("f.jpg", b"f")]
+    over = padded.replace(b"nnn", b"nnnn", 1)
+    assert _refusal(over, multipart, chunk=1000, max_bytes=100, max_files=1) == (
+        413, f"the request body is larger than the limit of {limit:,} bytes")
+    declared, state = _request([b"r" * 101], b"image/jpeg", content_length=101)
+    with pytest.raises(HTTPException) as error:
+        asyncio.run(read_uploads(declared, max_bytes=100, max_files=1))
+    assert (error.value.status_code, error.value.detail, state.taken) == (
+        413, "the request body is larger than the limit of 100 bytes", 0)
 
 
 def test_auth(predictor, monkeypatch):
