@@ -157,3 +157,21 @@ def browser_page():
             yield page
         finally:
             browser.close()
+
+
+def wait_until_ready(url: str, alive=lambda: None, timeout: float = 120) -> None:
+    """Polls `url`/readyz until it answers 200; `alive()` may assert the server process still runs."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "catdog serve never became ready"
+        time.sleep(0.2)

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import wait_until_ready
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -486,16 +487,10 @@ def test_catdog_serve_end_to_end_with_the_key_from_the_environment(tmp_path):
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        def alive():
             assert server.poll() is None, server.stdout.read()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "catdog serve never became ready"
-            time.sleep(0.2)
+
+        wait_until_ready(url, alive)
         body = files(("a.jpg", jpeg(18)))
         assert httpx.post(f"{url}/v1/predict", files=body).status_code == 401
         answer = httpx.post(f"{url}/v1/predict", files=body, headers={"Authorization": "Bearer from-env"})

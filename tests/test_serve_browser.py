@@ -10,7 +10,6 @@ import io
 import socket
 import sys
 import threading
-import time
 import types
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import KAGGLE_ZIP, require_data
+from conftest import KAGGLE_ZIP, require_data, wait_until_ready
 from PIL import Image
 
 from catdog.inference.predictor import Predictor
@@ -51,15 +50,7 @@ def server():
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.1)
+    wait_until_ready(url)
     yield url
     uvicorn_server.should_exit = True
     thread.join(30)

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import wait_until_ready
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -48,16 +49,10 @@ def catdog_serve(log: Path, *flags: str):
         process = subprocess.Popen([sys.executable, "-m", "catdog.cli", "serve", "--port", str(port), *flags],
                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "CATDOG_API_KEY": ""})
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        def alive():
             assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "catdog serve never became ready"
-            time.sleep(0.2)
+
+        wait_until_ready(f"http://127.0.0.1:{port}", alive)
         yield process, port
     finally:
         if process.poll() is None:
