@@ -22,7 +22,6 @@ import json
 import os
 import threading
 import warnings
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ import tensorflow as tf
 from catdog.config import Config
 from catdog.data.images import ImageError, load_image
 from catdog.data.prepare import Example
+from catdog.data.rows import RowsFile
 
 MEMORY_SHARE = 0.25  # cache=auto keeps decoded pixels in RAM up to this share of it
 
@@ -133,55 +133,44 @@ def _pixels_and_label(pixels, label, ok):
 
 
 class _DiskCache:
-    """Decoded pixels of `paths` in one file of fixed-size rows, written once in parallel, read row by row.
+    """Decoded pixels of `paths` in one file of fixed-size rows (`RowsFile`), written once in
+    parallel, read row by row.
 
     `<file>.u8` holds the rows, `<file>.json` the paths' digest, the image size and the rows
     that could not be decoded; a file made for other pictures or another size is made again.
-    Rows are read and written with pread / pwrite, not a memory map: the pages stay in the
-    kernel's page cache, reclaimable, instead of counting in the process's memory.
     """
 
     def __init__(self, file: str | os.PathLike, paths: Sequence[str], image_size: int, unreadable: Unreadable | None):
         file = Path(file)
-        self.rows_file, meta_file = file.with_name(file.name + ".u8"), file.with_name(file.name + ".json")
+        rows_file, meta_file = file.with_name(file.name + ".u8"), file.with_name(file.name + ".json")
         self.shape = (image_size, image_size, 3)
-        self.row_bytes = image_size * image_size * 3
         key = {"paths": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "shape": [len(paths), *self.shape]}
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-        if {k: meta.get(k) for k in key} != key or not self.rows_file.exists():
+        if {k: meta.get(k) for k in key} != key or not rows_file.exists():
             meta_file.unlink(missing_ok=True)  # written last: its presence says the rows are whole
-            meta = {**key, "bad": self._fill(paths, image_size)}
+            meta = {**key, "bad": self._fill(RowsFile(rows_file, self.shape, np.uint8, len(paths), create=True),
+                                             paths, image_size)}
             meta_file.write_text(json.dumps(meta) + "\n")
         for i in meta["bad"]:
             if unreadable is not None:
                 unreadable.add(paths[i], f"{paths[i]}: could not be decoded when the disk cache was made")
         self.good = np.setdiff1d(np.arange(len(paths)), meta["bad"]).astype(np.int64)
-        self.fd = os.open(self.rows_file, os.O_RDONLY)
-        weakref.finalize(self, os.close, self.fd)
+        self.rows = RowsFile(rows_file, self.shape, np.uint8, len(paths))
 
-    def _fill(self, paths: Sequence[str], image_size: int) -> list[int]:
-        fd = os.open(self.rows_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-
+    @staticmethod
+    def _fill(rows: RowsFile, paths: Sequence[str], image_size: int) -> list[int]:
         def write(i: int) -> int | None:
             try:
-                os.pwrite(fd, load_image(paths[i], size=image_size).tobytes(), i * self.row_bytes)
+                rows.write(i, load_image(paths[i], size=image_size)[None])
                 return None
             except ImageError:
                 return i
 
-        try:
-            os.ftruncate(fd, len(paths) * self.row_bytes)
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                return sorted(i for i in pool.map(write, range(len(paths))) if i is not None)
-        finally:
-            os.close(fd)
-
-    def _row(self, index) -> np.ndarray:
-        data = os.pread(self.fd, self.row_bytes, int(index) * self.row_bytes)
-        return np.frombuffer(data, np.uint8).reshape(self.shape)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            return sorted(i for i in pool.map(write, range(len(paths))) if i is not None)
 
     def read(self, index: tf.Tensor, label: tf.Tensor):
-        pixels = tf.numpy_function(self._row, [index], tf.uint8, stateful=False)
+        pixels = tf.numpy_function(self.rows.row, [index], tf.uint8, stateful=False)
         pixels.set_shape(self.shape)
         return pixels, label, tf.constant(True)
 
@@ -247,8 +236,7 @@ def make_dataset(
     steps = steps_per_epoch(examples, cfg)
     if training and epochs is not None:
         def epoch_of(epoch: int) -> tf.data.Dataset:
-            # A Python int seed: a tensor one fails in TF's seed arithmetic when the global seed is 0.
-            one_pass = shuffled((cfg.seed * 1_000_003 + epoch) % 2**63, reshuffle=False)
+            one_pass = shuffled(epoch_seed(cfg, epoch), reshuffle=False)
             # Dropped pictures would leave the epoch short of `steps`: wrap around to its start.
             batches = (one_pass.repeat() if full_batches else one_pass).batch(cfg.batch_size, full_batches)
             return batches.take(steps).enumerate().map(lambda step, xy: ((tf.constant(epoch, tf.int64), step), xy))
@@ -256,7 +244,7 @@ def make_dataset(
         ds = functools.reduce(tf.data.Dataset.concatenate, map(epoch_of, range(*epochs)))
         ds = ds.map(lambda at, xy: (at, (tf.cast(xy[0], tf.float32), xy[1])), num_parallel_calls=tf.data.AUTOTUNE)
         if cfg.augment:
-            ds = ds.map(_seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
+            ds = ds.map(seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
         return ds.map(lambda at, xy: xy).prefetch(tf.data.AUTOTUNE)
     if training:
         ds = shuffled(cfg.seed, reshuffle=True)
@@ -275,7 +263,7 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _seeded_augmentation(augment: keras.Sequential):
+def seeded_augmentation(augment: keras.Sequential):
     """`augment` whose random draws depend only on (epoch, step): each batch first sets every
     layer's seed state from them, so a resumed run augments as an uninterrupted one would."""
     states = [layer.generator.state for layer in augment.layers]
@@ -289,6 +277,19 @@ def _seeded_augmentation(augment: keras.Sequential):
         return at, (augment(xy[0], training=True), xy[1])
 
     return apply
+
+
+def epoch_seed(cfg: Config, epoch: int) -> int:
+    """The seed of training epoch `epoch`'s order. A Python int: a tensor one fails in TF's seed
+    arithmetic when the global seed is 0."""
+    return (cfg.seed * 1_000_003 + epoch) % 2**63
+
+
+def epoch_order(n: int, cfg: Config, epoch: int) -> np.ndarray:
+    """The order in which training epoch `epoch` shows `n` items: `make_dataset`'s, as indices
+    (a seeded shuffle's permutation depends on its seed and length, not on what it shuffles)."""
+    ds = tf.data.Dataset.range(n).shuffle(max(n, 1), seed=epoch_seed(cfg, epoch), reshuffle_each_iteration=False)
+    return np.fromiter(ds.as_numpy_iterator(), np.int64, count=n)
 
 
 def steps_per_epoch(examples: Sequence[Example], cfg: Config) -> int:
