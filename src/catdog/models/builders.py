@@ -116,15 +116,26 @@ def build_model(cfg: Config) -> keras.Model:
 @contextlib.contextmanager
 def precision(name: str):
     """Layers built inside compute in `name`: "float32", or "bfloat16" (Keras' mixed_bfloat16:
-    bfloat16 maths, float32 weights). About 1.7x the training rate of float32 on CPUs with
+    bfloat16 maths, float32 weights), or "auto" (`resolve_precision`). About 1.7x the training rate of float32 on CPUs with
     AVX512-BF16 or AMX (the scratch CNN on an AMD EPYC); emulated, so slower, on others.
     Restores the previous policy on exit."""
     previous = keras.mixed_precision.global_policy()
+    name = resolve_precision(name)[0]
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if name == "bfloat16" else "float32")
     try:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def resolve_precision(name: str) -> tuple[str, str]:
+    """(the precision to train in, why): `name`, or for "auto" bfloat16 where this CPU computes it
+    natively (AVX512-BF16 or AMX), else float32."""
+    if name != "auto":
+        return name, f"precision={name}"
+    native = cpu_has_bfloat16()
+    return ("bfloat16", "precision=auto: this CPU has AVX512-BF16 or AMX -> bfloat16") if native else \
+        ("float32", "precision=auto: this CPU has no native bfloat16 -> float32")
 
 
 def cpu_has_bfloat16() -> bool | None:
@@ -149,6 +160,33 @@ def save_float32(path: str | os.PathLike, cfg: Config) -> None:
         model = build_model(cfg)
     model.set_weights(trained.get_weights())
     model.save(Path(path))
+
+
+def backbone_input(features: keras.Model, pixels):
+    """`pixels` through the layers of `features` before its backbone (resize and scaling, as trained)."""
+    x = pixels
+    for layer in features.layers[1:]:
+        if layer is features.get_layer("backbone"):
+            return x
+        x = layer(x)
+    raise ValueError(f"{features.name} has no backbone")
+
+
+def split_backbone(backbone: keras.Model, top_layers: int) -> tuple[int, keras.Model, keras.Model]:
+    """(cut, trunk, top): `backbone` as two models in a row, `top` with its top `top_layers`
+    layers (those that fine-tuning trains), at least the pooling; sharing the backbone's layers.
+
+    In a plain stack (MobileNet v1) the cut is where the top layers begin; in a residual network
+    a shortcut may jump over that point, and the cut moves down to the start of its block.
+    """
+    pooling = next(i for i, layer in enumerate(backbone.layers) if "pool" in type(layer).__name__.lower())
+    for cut in range(min(len(backbone.layers) - top_layers, pooling), 0, -1):
+        try:
+            top = keras.Model(backbone.layers[cut].input, backbone.output, name="tuned_top")
+        except ValueError:  # a shortcut from below `cut` feeds a layer above it
+            continue
+        return cut, keras.Model(backbone.input, backbone.layers[cut - 1].output, name="trunk"), top
+    raise ValueError(f"{backbone.name}: no layer splits the network in two")
 
 
 def unfreeze_top(model: keras.Model, layers: int) -> None:

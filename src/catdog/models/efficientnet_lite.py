@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import random
 from pathlib import Path
 
 import keras
@@ -154,7 +155,14 @@ def imagenet_weights_file(variant: str) -> Path:
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     target = cache / f"{variant.lower()}_imagenet.weights.h5"
     if not target.exists():
-        model = _build(variant, True, None, None, 1000, None, drop_connect=0.0)
+        # Building draws initial weights from the global generators: the state they had is put
+        # back, so a seeded run draws the same whether or not it converted the weights first.
+        states = random.getstate(), np.random.get_state()
+        try:
+            model = _build(variant, True, None, None, 1000, None, drop_connect=0.0)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
         _set_from_torch(model, load_state_dict(reference_weights(variant)))
         cache.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.h5")  # the save needs the .h5 suffix

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 
 from catdog.config import Config
-from catdog.models.builders import load_backbone
+from catdog.models.builders import backbone_input, load_backbone, split_backbone
 from catdog.models.layers import DogOdds, PetEvidence
 
 
@@ -37,21 +37,13 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
         reference = load_backbone(cfg, include_top=True)
     finally:
         keras.config.set_dtype_policy(policy)
-    pooling = next(i for i, layer in enumerate(backbone.layers) if "pool" in type(layer).__name__.lower())
-    cut = _split_point(backbone, min(len(backbone.layers) - cfg.fine_tune_layers, pooling))
+    cut, trunk, tuned_top = split_backbone(backbone, cfg.fine_tune_layers)
     # Up to the pooling layer both models have the same layers in the same order.
-    trunk = keras.Model(backbone.input, backbone.layers[cut - 1].output, name="trunk")
-    tuned_top = keras.Model(backbone.layers[cut].input, backbone.output, name="tuned_top")
     imagenet_top = keras.Model(reference.layers[cut].input, reference.output, name="imagenet_top")
     imagenet_top.trainable = False
 
     pixels = keras.Input((None, None, 3), name="pixels")
-    x = pixels
-    for layer in features.layers[1:]:
-        if layer is backbone:
-            break
-        x = layer(x)  # resize and scaling, as trained
-    shared = trunk(x, training=False)
+    shared = trunk(backbone_input(features, pixels), training=False)
     logit = model.get_layer("head")(tuned_top(shared, training=False))
     imagenet_logits = imagenet_top(shared, training=False)
     p_pet, pet_energy = PetEvidence(name="pet_evidence")(imagenet_logits)
@@ -59,17 +51,3 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
     return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy, "dog_odds": dog_odds},
                        name=f"{model.name}_with_unknown")
 
-
-def _split_point(backbone: keras.Model, cut: int) -> int:
-    """The highest layer index <= `cut` where one tensor alone links the layers below to those above.
-
-    In a plain stack (MobileNet v1) that is `cut` itself; in a residual network a shortcut may
-    jump over it, so the split moves down to the start of that block.
-    """
-    for index in range(cut, 0, -1):
-        try:
-            keras.Model(backbone.layers[index].input, backbone.output)
-            return index
-        except ValueError:  # a shortcut from below `index` feeds a layer above it
-            continue
-    raise ValueError(f"{backbone.name}: no layer splits the network in two")
