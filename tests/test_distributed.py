@@ -124,12 +124,15 @@ def test_two_workers_write_the_run_folder_of_a_single_machine_run(tmp_path, tree
 
 
 def test_a_transfer_run_keeps_both_phases_histories(tmp_path, tree):
-    """Head on each worker's pooled features, then fine-tuning: the files a single-machine transfer run writes."""
+    """Head on each worker's pooled features, then fine-tuning: the files a single-machine transfer run
+    writes. Cached views are a one-machine recipe: the workers say so and fine-tune on pictures."""
     out = catdog("launch", "--workers", "2", "--", "train", "--distributed", "--preset", "tiny", "--data", tree,
                  "model=MobileNet", "weights=none", "image_size=32", "unknown=false", "head_epochs=2", "epochs=1",
-                 "fine_tune_layers=4", f"runs_dir={tmp_path / 'runs'}", "name=transfer")
+                 "fine_tune_layers=4", "cached_views=2", f"runs_dir={tmp_path / 'runs'}", "name=transfer")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "cached_views is a one-machine recipe; every worker fine-tunes on pictures" in out.stderr
     run_dir = tmp_path / "runs" / "transfer"
+    assert json.loads((run_dir / "config.json").read_text())["cached_views"] == 0  # what ran
     for name, epochs in (("history_head.csv", [0, 1]), ("history.csv", [0])):
         with open(run_dir / name) as f:
             assert [int(r["epoch"]) for r in csv.DictReader(f)] == epochs, name

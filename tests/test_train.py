@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import dtype_policies, write_kaggle_tree
+from signals import TermAt
 
 from catdog import config
 from catdog.errors import DataError, Interrupted
@@ -209,23 +210,6 @@ def test_ctrl_c_stops_fit_at_the_end_of_a_batch_and_the_handler_is_put_back():
         signal.signal(signal.SIGINT, before)
 
 
-class _TermAt(keras.callbacks.Callback):
-    """SIGTERM to this process after batch `batch` of epoch `epoch`, as Kubernetes or Slurm send it
-    before an eviction or a preemption; counts the batches trained."""
-
-    def __init__(self, epoch=-1, batch=-1):
-        super().__init__()
-        self.at, self.trained = (epoch, batch), 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.trained += 1
-        if (self.epoch, batch) == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_sigterm_mid_epoch_backs_up_its_steps_and_the_resumed_run_redoes_none(tmp_path):
     tree = write_kaggle_tree(tmp_path / "data", per_class=30)
     common = ["max_images=0", "epochs=3", "batch_size=8", "patience=5", f"data={tree}",
@@ -234,13 +218,13 @@ def test_sigterm_mid_epoch_backs_up_its_steps_and_the_resumed_run_redoes_none(tm
     steps = 48 // 8  # 60 pictures: 48 train
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match=r"SIGTERM: .* keeps 1 finished epoch\(s\) and 3 step\(s\) of the next"):
-        train(config.resolve("tiny", common + ["name=term"]), callbacks=[_TermAt(epoch=1, batch=2)])
+        train(config.resolve("tiny", common + ["name=term"]), callbacks=[TermAt(epoch=1, batch=2)])
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is fit's alone
     term = tmp_path / "runs" / "term"
     backup = json.loads((term / "backup" / "backup.json").read_text())
     assert (backup["epoch"], backup["step"]) == (1, 3)
     assert json.loads((term / "state.json").read_text())["status"] == "interrupted"
-    counted = _TermAt()
+    counted = TermAt()
     train(resume=term, callbacks=[counted])
     assert counted.trained == (steps - 3) + steps  # the rest of epoch 2, then epoch 3: no step redone
     a, b = (list(csv.DictReader(open(run / "history.csv"))) for run in (straight, term))

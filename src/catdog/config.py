@@ -59,12 +59,13 @@ class Config:
     weight_decay: float = 0.05  # AdamW's decoupled decay, scaled by the learning rate
     label_smoothing: float = 0.0  # targets 0/1 pulled this far towards 0.5
     patience: int = 8  # early stopping: epochs without a better validation loss
-    precision: str = "float32"  # "bfloat16": mixed precision, ~1.7x faster where the CPU has AVX512-BF16
+    precision: str = "float32"  # "bfloat16": mixed precision (fast on AVX512-BF16 / AMX CPUs); "auto": bfloat16 there
 
     # --- transfer learning (ignored by model="scratch")
     head_epochs: int = 30  # frozen phase, on cached backbone features
     head_learning_rate: float = 1e-3  # its peak learning rate
     fine_tune_layers: int = 0  # unfreeze this many layers at the top of the backbone; 0 = frozen only
+    cached_views: int = 0  # fine-tune on the frozen layers' output, computed once for this many views; 0 = pictures
     unknown: bool = True  # add the ImageNet pet detector, so predict can answer "unknown"
     unknown_budget: float = 0.005  # share of validation cats and dogs allowed to fall below its threshold
     unknown_non_pets: str = ""  # a folder of pictures of neither cats nor dogs: the detector learns one score from them
@@ -103,7 +104,7 @@ MODELS = ("scratch", *BACKBONES)
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 KEYS = frozenset(_FIELDS)  # every config key, for readers of a config written elsewhere
 _TYPES = typing.get_type_hints(Config)
-_CHOICES = {"cache": ("auto", "memory", "disk", "none"), "precision": ("float32", "bfloat16")}
+_CHOICES = {"cache": ("auto", "memory", "disk", "none"), "precision": ("float32", "bfloat16", "auto")}
 # Closed ranges unless marked: (low, high, high is excluded).
 _RANGES = {
     "image_size": (16, 1024, False), "width": (1, 512, False), "stages": (1, 8, False),
@@ -113,7 +114,7 @@ _RANGES = {
     "epochs": (1, 100_000, False), "batch_size": (1, 65_536, False), "learning_rate": (0.0, 10.0, False),
     "warmup_epochs": (0.0, 100_000, False), "weight_decay": (0.0, 10.0, False),
     "label_smoothing": (0.0, 1.0, True), "patience": (1, 100_000, False), "head_epochs": (1, 100_000, False),
-    "head_learning_rate": (0.0, 10.0, False), "fine_tune_layers": (0, 100_000, False),
+    "head_learning_rate": (0.0, 10.0, False), "fine_tune_layers": (0, 100_000, False), "cached_views": (0, 1000, False),
     "unknown_budget": (0.0, 0.5, True),
 }
 _POSITIVE = {"learning_rate", "head_learning_rate"}

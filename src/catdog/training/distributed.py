@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog import config as config_lib
-from catdog import runs
+from catdog import console, runs
 from catdog.config import Config, ConfigError
 from catdog.data import run_data
 from catdog.training.clusters import Worker, tf_config, worker_from_env
@@ -227,7 +227,7 @@ def _features(extractor, dataset):
     """Pooled backbone features and labels of a (local) image dataset, in order, as a dataset."""
     import tensorflow as tf
 
-    from catdog.training.train import features_and_labels
+    from catdog.training.views import features_and_labels
 
     return tf.data.Dataset.from_tensor_slices(features_and_labels(extractor, dataset))
 
@@ -244,7 +244,15 @@ def train(cfg: Config) -> Path:
 
     from catdog.data.pipeline import Unreadable, make_dataset, resolve_cache
     from catdog.models import builders as model_lib
+    from catdog.training import views
     from catdog.training.calibrate import calibrate
+
+    if views.cached(cfg):
+        console.note("--distributed: cached_views is a one-machine recipe; every worker fine-tunes on "
+                     "pictures (cached_views=0)")
+        cfg = dataclasses.replace(cfg, cached_views=0)
+    # "auto" resolved by each worker for its own CPU; the chief's config.json says what it chose
+    cfg = dataclasses.replace(cfg, precision=model_lib.resolve_precision(cfg.precision)[0])
 
     os.environ["TF_CONFIG"] = tf_config()  # as given, or built from Slurm's variables: the strategy reads it
     worker = worker_from_env()

@@ -14,11 +14,14 @@ fails or is interrupted later says so in state.json and resumes (`train(resume=r
 all of its state: weights, optimizer and schedule step, early stopping, the data order.
 
 Backbone runs go in two phases: the head is fitted on backbone features computed once, then
-the top of the backbone is fine-tuned with a low learning rate.
+the top of the backbone is fine-tuned with a low learning rate, on pictures or, with
+`cached_views`, on the frozen bottom's output computed once per view (`catdog.training.views`).
+state.json records the seconds each phase took (`phase_seconds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -30,16 +33,18 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from catdog import config as config_lib
 from catdog import console, runs
 from catdog.config import Config
 from catdog.data import run_data
-from catdog.data.pipeline import Unreadable, make_dataset, resolve_cache, steps_per_epoch
+from catdog.data.pipeline import Unreadable, resolve_cache, steps_per_epoch
 from catdog.errors import ConfigError, DataError, Interrupted
 from catdog.models import builders as model_lib
 from catdog.models.pretrained import check_weights
 from catdog.training import resume as resume_lib
+from catdog.training import views
 from catdog.training.calibrate import calibrate
 
 
@@ -67,51 +72,33 @@ def compile_model(model: keras.Model, cfg: Config, lr: float, steps_per_epoch: i
     )
 
 
-def features_and_labels(extractor: keras.Model, dataset, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features and labels of an image dataset, in order (`make_dataset` has put another
-    picture in an unreadable one's place)."""
-    import tensorflow as tf
-
-    # A traced call, not predict(): the same under a distribution strategy's scope as without.
-    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-    feats, labels = [], []
-    for x, y in console.progress_bar(dataset, total=total, unit="batch", desc="features", delay=2):
-        feats.append(np.asarray(forward(x)))
-        labels.append(np.asarray(y))
-    return np.concatenate(feats), np.concatenate(labels)
-
-
-def _fit_head(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex, unreadable: Unreadable) -> float:
+def _fit_head(source: views.Pictures, cfg: Config, run_dir: Path, timed) -> float:
     """Fits the head on backbone features computed once; returns the best validation loss."""
-    extractor, head = model.get_layer("features"), model.get_layer("head")
-    # One pass each, so nothing to cache.
-    plain = dataclasses.replace(cfg, cache="none")
-    (x_train, y_train), (x_val, y_val) = (
-        features_and_labels(extractor, make_dataset(ex, plain, training=False, unreadable=unreadable),
-                            total=math.ceil(len(ex) / cfg.batch_size))
-        for ex in (train_ex, val_ex))
+    with timed("features"):
+        (x_train, y_train), (x_val, y_val) = source.head_features()
+    head = source.model.get_layer("head")
     verbose = console.keras_verbose()
     compile_model(head, cfg, cfg.head_learning_rate, math.ceil(len(x_train) / cfg.batch_size), cfg.head_epochs)
     stop = keras.callbacks.EarlyStopping(patience=max(cfg.patience, 5), restore_best_weights=True)
     # Its own file: history.csv is the image phase's (resume reads it), the report draws both.
     log = keras.callbacks.CSVLogger(run_dir / "history_head.csv")
-    with resume_lib.interrupt_at_batch() as interrupt:
-        history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.head_epochs,
-                           validation_data=(x_val, y_val), callbacks=[stop, log, interrupt],
-                           verbose=2 if verbose else 0)
+    # Shuffled from the seed alone (fit's own shuffle draws from the global generator, whose
+    # state depends on whatever ran before), then batched.
+    batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
+               .shuffle(len(x_train), seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size))
+    with resume_lib.interrupt_at_batch() as interrupt, timed("head"):
+        history = head.fit(batches, epochs=cfg.head_epochs, validation_data=(x_val, y_val),
+                           callbacks=[stop, log, interrupt], shuffle=False, verbose=2 if verbose else 0)
     return float(min(history.history["val_loss"]))
 
 
-def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ex,
-                unreadable: Unreadable, extra=()) -> None:
-    """Trains the whole model (or its unfrozen part) on image batches, resumable per epoch, and
-    per step after SIGTERM."""
+def _fit_images(source: views.Pictures, cfg: Config, run_dir: Path, state: dict, save_state, extra=()) -> None:
+    """Trains the whole model (or its unfrozen part) on `source`'s batches, resumable per epoch,
+    and per step after SIGTERM."""
     saved = resume_lib.read_backup(run_dir / "backup")
     start, done_steps = saved.get("epoch", 0), saved.get("step", 0)
-    steps = steps_per_epoch(train_ex, cfg)
-    val_ds = make_dataset(val_ex, cfg, training=False, cache_file=run_dir / "cache-val", unreadable=unreadable)
-    compile_model(model, cfg, cfg.learning_rate, steps, cfg.epochs)
-    fit = functools.partial(_fit_epochs, model, cfg, run_dir, state, save_state, train_ex, val_ds, unreadable, extra)
+    compile_model(source.trained, cfg, cfg.learning_rate, steps_per_epoch(source.train_ex, cfg), cfg.epochs)
+    fit = functools.partial(_fit_epochs, source, cfg, run_dir, state, save_state, source.val_batches(), extra)
     if done_steps:  # SIGTERM stopped epoch `start` part-way: its other steps first, as an epoch of their own
         if fit(start, start + 1, done_steps):
             return  # early stopping ended the run with that epoch
@@ -120,28 +107,41 @@ def _fit_images(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         fit(start, cfg.epochs, 0)
 
 
-def _fit_epochs(model, cfg: Config, run_dir: Path, state: dict, save_state, train_ex, val_ds,
-                unreadable: Unreadable, extra, first: int, end: int, done_steps: int) -> bool:
-    """`model.fit` over epochs first..end-1, the first without its `done_steps` first batches;
+class _SaveBest(keras.callbacks.Callback):
+    """Saves `model`, the whole classifier (the one `fit` trains may be a part of it), at every
+    epoch whose val_loss beats the best so far (`best`: the earlier phases' and epochs')."""
+
+    def __init__(self, model: keras.Model, path: Path, best: float):
+        super().__init__()
+        self.classifier, self.path, self.best = model, path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss", np.inf)
+        if loss < self.best:
+            self.best = loss
+            self.classifier.save(self.path)
+
+
+def _fit_epochs(source: views.Pictures, cfg: Config, run_dir: Path, state: dict, save_state, val_ds, extra,
+                first: int, end: int, done_steps: int) -> bool:
+    """`fit` over epochs first..end-1, the first without its `done_steps` first batches;
     returns whether early stopping ended the run."""
     backup = run_dir / "backup"
-    steps = steps_per_epoch(train_ex, cfg)
-    train_ds = make_dataset(train_ex, cfg, training=True, cache_file=run_dir / "cache-train",
-                            epochs=(first, end), unreadable=unreadable).skip(done_steps)
+    steps = steps_per_epoch(source.train_ex, cfg)
+    train_ds = source.train_batches(first, end).skip(done_steps)
     past = [float(r["val_loss"]) for r in resume_lib.history_rows(run_dir / "history.csv", first)]
     best = min(past + [state.get("head_val_loss", np.inf)])
 
     def epoch_done(epoch, logs):
         state["epochs_done"] = epoch + 1
-        _report_unreadable(run_dir, unreadable)
+        _report_unreadable(run_dir, source.unreadable)
         save_state()
 
     epoch_backup = resume_lib.EpochBackup(backup)  # restores the state it last saved when fit begins
     callbacks = [
         # The row first: a kill before the backup redoes the epoch, and the row is cut on resume.
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
-        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", save_best_only=True,
-                                        initial_value_threshold=best if np.isfinite(best) else None),
+        _SaveBest(source.model, run_dir / "model.keras", best),
         resume_lib.ResumedEarlyStopping(past, patience=cfg.patience),
         epoch_backup,
         keras.callbacks.TensorBoard(run_dir / "tensorboard"),
@@ -149,10 +149,10 @@ def _fit_epochs(model, cfg: Config, run_dir: Path, state: dict, save_state, trai
         *extra,
     ]
     with resume_lib.interrupt_at_batch(epoch_backup, done_steps) as interrupt:
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=end,
-                  steps_per_epoch=steps - done_steps, callbacks=[*callbacks, interrupt], shuffle=False,
-                  verbose=console.keras_verbose())
-    return bool(model.stop_training)
+        source.trained.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=end,
+                           steps_per_epoch=steps - done_steps, callbacks=[*callbacks, interrupt], shuffle=False,
+                           verbose=console.keras_verbose())
+    return bool(source.trained.stop_training)
 
 
 def _start(cfg: Config) -> tuple[Path, keras.Model, tuple]:
@@ -202,8 +202,14 @@ def train(cfg: Config | None = None, resume: str | Path | None = None, callbacks
         run_dir, cfg, state, (train_ex, val_ex) = _reopen(resume)
     else:
         cfg, state = cfg or Config(), {}
+        precision, why = model_lib.resolve_precision(cfg.precision)
+        if cfg.precision == "auto":
+            console.note(why)
+        cfg = dataclasses.replace(cfg, precision=precision)  # config.json holds the choice made
         with model_lib.precision(cfg.precision):
+            began = time.time()
             run_dir, model, (train_ex, val_ex) = _start(cfg)
+            state["phase_seconds"] = {"prepare": round(time.time() - began, 1)}
     started = time.time() - state.get("seconds", 0.0)  # wall time adds up across resumes
 
     def save_state(**changes):
@@ -239,10 +245,25 @@ def _report_unreadable(run_dir: Path, unreadable: Unreadable) -> None:
 
 def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, val_ex, callbacks) -> None:
     transfer = cfg.model != "scratch"
-    mode, why = resolve_cache(cfg, len(train_ex) + len(val_ex))  # train and val share the memory
-    if cfg.cache == "auto":
-        console.note(why)
-    save_state(cache=mode)
+    phases = state.setdefault("phase_seconds", {})
+
+    @contextlib.contextmanager
+    def timed(phase: str):
+        """Adds the block's wall time to state.json's `phase_seconds[phase]` (across resumes)."""
+        began = time.time()
+        try:
+            yield
+        finally:
+            phases[phase] = round(phases.get(phase, 0.0) + time.time() - began, 1)
+
+    if views.cached(cfg):  # pictures decoded once, their views kept on disk
+        mode = "none"
+        save_state(cache="views")
+    else:
+        mode, why = resolve_cache(cfg, len(train_ex) + len(val_ex))  # train and val share the memory
+        if cfg.cache == "auto":
+            console.note(why)
+        save_state(cache=mode)
     cfg, unreadable = dataclasses.replace(cfg, cache=mode), Unreadable()
     # Keras prints progress to stdout, which is for results.
     with console.progress_to_stderr(), model_lib.precision(cfg.precision):
@@ -250,19 +271,22 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
             keras.utils.set_random_seed(cfg.seed)
             resumed_head = transfer and "head_val_loss" in state
             model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
+        source = views.source(model, cfg, run_dir, train_ex, val_ex, unreadable)
         if transfer and "head_val_loss" not in state:
-            state["head_val_loss"] = _fit_head(model, cfg, run_dir, train_ex, val_ex, unreadable)
+            state["head_val_loss"] = _fit_head(source, cfg, run_dir, timed)
             _report_unreadable(run_dir, unreadable)
             model.save(run_dir / "model.keras")
             save_state()
         if (not transfer or cfg.fine_tune_layers > 0) and not state.get("images_done"):
             if transfer:
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)
-            _fit_images(model, cfg, run_dir, state, save_state, train_ex, val_ex, unreadable, callbacks)
+            with timed("fine_tune" if transfer else "train"):
+                _fit_images(source, cfg, run_dir, state, save_state, callbacks)
             save_state(images_done=True)
     model_lib.save_float32(run_dir / "model.keras", cfg)  # a bfloat16 run's model becomes float32
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only once the phase is recorded as done
-    for cache in run_dir.glob("cache-*"):
+    for cache in run_dir.glob("cache-*"):  # decoded pixels, cached views
         cache.unlink()
-    with console.progress_to_stderr():
+    with console.progress_to_stderr(), timed("calibrate"):
         calibrate(run_dir)
+    save_state()
