@@ -1,11 +1,14 @@
 """The benchmark scripts' own logic (their figures come from real runs, not from tests)."""
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 from catdog.evaluation.evaluate import write_predictions
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import accuracy  # noqa: E402 - a benchmark that does not import is a failure, not a skip
 
 
@@ -21,3 +24,23 @@ def test_the_error_list_puts_confident_mistakes_first_then_pets_given_up(tmp_pat
     listed = accuracy.mistakes(tmp_path, tta=False)
     assert [e["path"] for e in listed] == ["sure.jpg", "unsure.jpg", "gave-up.jpg"]
     assert listed[1]["dog_odds"] == 4.0 and listed[2]["p_pet"] == 0.001 and "p_pet" not in listed[0]
+
+
+def test_train_speed_runs_both_recipes_and_writes_the_ratio(tmp_path, kaggle_tree):
+    """benchmarks/train_speed.py end to end, on tiny synthetic runs (the figures mean nothing here)."""
+    out = tmp_path / "speed.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--data", str(kaggle_tree), "--out", str(out),
+         "--runs-dir", str(tmp_path / "runs"), "weights=none", "image_size=32", "max_images=16", "batch_size=8",
+         "head_epochs=1", "unknown=false"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["recipe"] for r in result["runs"]] == ["old", "new"]
+    old, new = result["runs"]
+    assert (old["cached_views"], new["cached_views"]) == (0, 2) and old["overrides"][:2] == ["cached_views=0", "epochs=5"]
+    for run in result["runs"]:
+        assert {"prepare", "features", "head", "fine_tune", "calibrate"} <= set(run["phase_seconds"]), run
+        assert 0 <= run["accuracy"] <= 1 and run["test_images"] == 8  # 10% of 80 pictures
+    assert result["speedup"] == round(old["wall_seconds"] / new["wall_seconds"], 2)
+    assert "faster" in done.stdout and str(out) in done.stdout
