@@ -37,6 +37,23 @@ from catdog.inference.predictor import Predictor, expand_paths
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 
 
+def ensure_exports(model: str | None, runtimes: list[str], data: str) -> None:
+    """Makes each LiteRT export that `runtimes` need and the model lacks (as `catdog export` does),
+    saying so in one line first: the shipped model comes with its float32 export only."""
+    from catdog.export import exporter
+    from catdog.inference import model_files
+
+    for runtime in runtimes:
+        if runtime == "keras":
+            continue
+        try:
+            model_files.resolve(model, runtime)
+        except FileNotFoundError as missing:
+            print(f"{missing}; making it first: catdog export {model or ''} --format {runtime} "
+                  f"--data {data}".replace("  ", " "), flush=True)
+            exporter.export(model, runtime, data=data, check_images=200)
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 8) -> float:
     """numpy float32 GEMM rate on every core, best of `repeats`: what the arithmetic units sustain here.
 
@@ -151,6 +168,9 @@ def main() -> None:
                         help="the second Ray run goes over the pictures this many times")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference.json"))
     args = parser.parse_args()
+    if not Path(args.data).exists():
+        parser.error(f"--data: {args.data} does not exist (the int8 export and the figures need labelled pictures)")
+    ensure_exports(args.model, args.runtimes, args.data)
 
     _, labelled = parity.examples(None, args.data, 0, args.images)  # a sample of the test split
     paths, labels = [p for p, _ in labelled], np.array([y for _, y in labelled])
