@@ -226,8 +226,8 @@ class ViewFile:
 
         def epoch_of(epoch: int) -> tf.data.Dataset:
             order = epoch_order(self.n, cfg, epoch)  # the order `Pictures` shows that epoch in
-            if full:  # wrap around so the epoch has `steps` full batches (as pictures do)
-                order = np.resize(order, steps * cfg.batch_size)
+            if full:  # `steps` full batches; the last few pictures wait for another epoch's order (as pictures do)
+                order = order[:steps * cfg.batch_size]
             return self._batches((epoch % self.count) * self.n + order, self.labels[order], cfg.batch_size, full)
 
         ds = functools.reduce(tf.data.Dataset.concatenate, map(epoch_of, range(first, end)))
