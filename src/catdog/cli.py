@@ -89,10 +89,12 @@ def _download(args) -> int:
 def _prepare(args) -> int:
     from catdog.data.prepare import format_summary, prepare, read_report, skipped_lines
 
-    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed"), data=args.data,
+    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed", "exclude",
+                                   "near_duplicate_bits"), data=args.data,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     cfg = config.override(config.Config(), kw)  # checks the fractions together
-    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force)
+    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force,
+                   exclude=cfg.exclude, near_duplicate_bits=cfg.near_duplicate_bits)
     report = read_report(work)
     print(format_summary(work, report))
     for line in skipped_lines(work, report):
@@ -297,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_download)
 
     p = command("prepare", help="check every image, write a deterministic split manifest")
-    p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=", **settings)
+    p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=, exclude=FILE (pictures to "
+                                    "leave out: `catdog audit --exclude-out`), near_duplicate_bits=N", **settings)
     p.add_argument("--data", help="train.zip or a folder (same as data=PATH; default: $CATDOG_DATA, then the cache)")
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
