@@ -67,3 +67,20 @@ def test_a_machine_without_the_source_or_with_other_pictures_is_refused_by_name(
     next(kaggle_tree.rglob("cat.*.jpg")).unlink()  # one picture fewer: not the run's data
     with pytest.raises(DataError, match="does not hold the pictures the run was made from"):
         run_data.root(run_dir, own_copy=True)
+
+
+def test_an_exclusion_list_is_recorded_and_used_again_from_the_run_folder(tmp_path, kaggle_tree, monkeypatch):
+    listed = tmp_path / "exclude.csv"
+    listed.write_text("path,sha256\ntrain/cat.4.jpg,\n")
+    run_dir = tmp_path / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    train, val = run_data.record(run_dir, config.resolve("tiny", [f"data={kaggle_tree}", f"exclude={listed}",
+                                                                  "max_images=0"]))
+    assert (run_dir / run_data.EXCLUDED).read_text() == listed.read_text()
+    assert json.loads((run_dir / "data.json").read_text())["settings"]["exclude"] == str(listed.resolve())
+    assert "cat.4.jpg" not in {e.path.name for e in run_data.split(run_dir, "all")}
+    listed.unlink()  # gone from where it was: another machine prepares the data with the run's own copy
+    monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "another-home"))
+    assert "cat.4.jpg" not in {e.path.name for e in run_data.split(run_dir, "all", own_copy=True)}
+    with pytest.raises(DataError, match="exclude=.*no such file"):
+        run_data.check(config.resolve("tiny", [f"data={kaggle_tree}", f"exclude={listed}"]))
