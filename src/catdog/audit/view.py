@@ -1,0 +1,106 @@
+"""What `catdog audit` looks with: a model's ImageNet side (`catdog.models.pet_detector.imagenet_view`),
+run by LiteRT like `catdog predict`, or by Keras.
+
+    >>> view = load_view(None)                 # the shipped model's; converted once, then cached
+    >>> view.run(pixels)                       # {"features": (N, 1280), "imagenet_logits": (N, 1000), ...}
+    >>> view.key                               # names the model and this code: the cache of looks is kept under it
+
+The LiteRT file is made the first time a model is audited (about a minute) and kept in
+`$CATDOG_HOME/audit/`, named by the model's SHA-256, so a changed model gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from catdog.console import quiet_stderr
+from catdog.errors import ModelError
+from catdog.home import home
+from catdog.inference import model_files
+from catdog.inference.runtime import LiteRTRuntime
+
+VERSION = 1  # of what a look holds: a change here makes every cached look stale
+OUTPUTS = ("features", "imagenet_logits", "region_logits")
+
+
+def audit_home() -> Path:
+    return home() / "audit"
+
+
+def model_key(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{path.stem}-{digest}-v{VERSION}"
+
+
+class KerasView:
+    """The view as a Keras model behind a traced function (no conversion: what tests use)."""
+
+    def __init__(self, keras_file: Path):
+        from catdog.inference import keras_runtime  # imports TensorFlow
+
+        self.model = _view_model(keras_file)
+        self.image_size = keras_runtime.resize_height(self.model)
+        self._forward = _traced(self.model)
+
+    def run(self, pixels):
+        import numpy as np
+
+        return {name: value.numpy() for name, value in self._forward(np.asarray(pixels, np.float32)).items()}
+
+
+def _view_model(keras_file: Path):
+    from catdog.inference import keras_runtime
+    from catdog.models.pet_detector import imagenet_view
+
+    try:
+        return imagenet_view(keras_runtime.KerasRuntime(keras_file).model)
+    except ValueError as error:
+        raise ModelError(f"{keras_file}: {error}; `catdog audit` needs it") from None
+
+
+def _traced(model):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, None, None, 3), tf.float32)
+    return tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec], autograph=False)
+
+
+def _convert(keras_file: Path, out: Path) -> None:
+    """Writes the view of `keras_file` as a float LiteRT file (float16 weights, as `catdog export` does)."""
+    from catdog.export.converters import convert, float32_copy, write_savedmodel
+    from catdog.inference import keras_runtime
+    from catdog.models.pet_detector import imagenet_view
+
+    model = imagenet_view(float32_copy(keras_runtime.KerasRuntime(keras_file).model))
+    with tempfile.TemporaryDirectory() as folder:
+        write_savedmodel(model, Path(folder), keras_runtime.resize_height(model), flat=False)
+        flatbuffer = convert(Path(folder))
+    partial = out.with_suffix(".partial")
+    partial.write_bytes(flatbuffer)
+    partial.rename(out)  # never a half-written file under the final name
+
+
+def load_view(model: str | os.PathLike | None = None, runtime: str = "auto", threads: int | None = None):
+    """The view of `model` (a run folder or .keras file with the pet detector; None: the shipped model).
+
+    "auto" runs it on LiteRT (converted on first use), "keras" on Keras. The object has `run(pixels)`,
+    `image_size` and `key` (the model's hash and `VERSION`).
+    """
+    if runtime not in ("auto", "keras"):
+        raise ValueError(f"unknown runtime {runtime!r}: choose auto or keras")
+    keras_file = model_files.resolve(model, "keras")
+    key = model_key(keras_file)
+    if runtime == "keras":
+        view = KerasView(keras_file)
+    else:
+        converted = audit_home() / f"{key}.tflite"
+        if not converted.exists():
+            converted.parent.mkdir(parents=True, exist_ok=True)
+            with quiet_stderr():
+                _convert(keras_file, converted)
+        view = LiteRTRuntime(converted, threads=threads)
+    view.key = key
+    return view
