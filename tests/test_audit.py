@@ -149,6 +149,12 @@ def test_every_planted_problem_is_found_and_ranked_above_the_clean_pictures(plan
         assert 0 < row["score"] <= 1 and row["reason"] and "\n" not in row["reason"]
 
 
+def test_no_leak_where_prepare_keeps_near_duplicates_in_one_split(planted, stripe_view):
+    data, expected = planted
+    rows = {row["path"]: row for row in audit(data, near_duplicate_bits=6).rows}
+    assert "leak" not in rows[expected["leak"]]["issues"] and "duplicate" in rows[expected["leak"]]["issues"]
+
+
 def test_rows_as_csv_and_json_lines_and_the_exclusion_list_prepare_reads(planted, stripe_view, tmp_path):
     data, expected = planted
     result = audit(data)

@@ -25,10 +25,9 @@ import numpy as np
 from catdog.audit import checks, label_errors, pairs
 from catdog.audit.scan import Looks, scan
 from catdog.audit.view import load_view
-from catdog.data.prepare import CLASS_NAMES, assign_splits, deduplicate, resolve_source, source_root
+from catdog.data.prepare import CLASS_NAMES, resolve_source, source_root, split_pictures
 from catdog.data.prepare import scan as list_files
 from catdog.data.similar import groups as linked_groups
-from catdog.data.similar import hash_pairs
 
 ISSUES = ("unreadable", "conflict", "label_error", "neither", "both", "leak", "duplicate", "low_quality")
 FIELDS = ("path", "label", "issue", "score", "reason", "issues", "split", "neighbour", "sha256")
@@ -46,22 +45,11 @@ class Result:
 
 
 def _splits(labelled, looks: Looks, seed: str, val: float, test: float, near_duplicate_bits: int) -> list:
-    """Each picture's split as `prepare` makes it (None where unreadable)."""
-    found = [(digest or None, error, None) for digest, error in zip(looks.digests, looks.errors, strict=True)]
-    seen, _, _ = deduplicate(labelled, found)
-    by_label = collections.defaultdict(list)
-    for digest, (_, label) in seen.items():
-        by_label[label].append(digest)
-    together = []
-    if near_duplicate_bits:
-        index = {digest: i for i, digest in enumerate(looks.digests) if digest in seen}
-        digests = sorted(index)
-        close = hash_pairs(looks.phash[[index[d] for d in digests]], near_duplicate_bits)
-        members = collections.defaultdict(list)
-        for digest, group in zip(digests, linked_groups(len(digests), close), strict=True):
-            members[group].append(digest)
-        together = [m for m in members.values() if len(m) > 1]
-    split_of = assign_splits(by_label, seed, val, test, together)
+    """Each picture's split as `prepare` makes it (None where unreadable); near-duplicates, where kept
+    together, by the hashes of the audit's own 224 px squares (prepare hashes the whole picture)."""
+    found = [(digest or None, error, int(hashed))
+             for digest, error, hashed in zip(looks.digests, looks.errors, looks.phash, strict=True)]
+    split_of = split_pictures(labelled, found, seed, val, test, near_duplicate_bits)[3]
     return [split_of.get(digest) for digest in looks.digests]
 
 

@@ -137,6 +137,24 @@ def near_duplicate_groups(hashes: dict[str, int], max_bits: int) -> list[list[st
     return [m for m in members.values() if len(m) > 1]
 
 
+def split_pictures(labelled: list[tuple[Path, str]], checks: list[tuple], seed: str, val: float, test: float,
+                   near_duplicate_bits: int = 0) -> tuple[dict, list, list, dict[str, str]]:
+    """`deduplicate`'s (first copies, skipped, conflicts), then each first copy's split: {digest: split}.
+
+    `checks` are (digest, reason, perceptual hash) per labelled file; the hashes are read only
+    with `near_duplicate_bits` > 0, to keep near-duplicates in one split.
+    """
+    seen, skipped, conflicts = deduplicate(labelled, checks)
+    by_label = collections.defaultdict(list)
+    for digest, (_, label) in seen.items():
+        by_label[label].append(digest)
+    together = []
+    if near_duplicate_bits:
+        hashes = {check[0]: check[2] for check in checks if check[0] in seen}
+        together = near_duplicate_groups(hashes, near_duplicate_bits)
+    return seen, skipped, conflicts, assign_splits(by_label, seed, val, test, together)
+
+
 def read_exclusions(path: str | os.PathLike) -> tuple[set[str], set[str]]:
     """(SHA-256 digests, relative paths) listed in an exclusion file: `catdog audit --exclude-out`'s CSV
     (its `sha256` and `path` columns), or one path or digest a line (# starts a comment)."""
@@ -248,15 +266,8 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     labelled, skipped, ignored = scan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         checks = list(pool.map(lambda item: _check(root / item[0], near_duplicate_bits), labelled))
-    seen, dropped, conflicts = deduplicate(labelled, checks)
-    groups = collections.defaultdict(list)
-    for digest, (_, label) in seen.items():
-        groups[label].append(digest)
-    together = []
-    if near_duplicate_bits:
-        hashes = {check[0]: check[2] for check in checks if check[0] in seen}
-        together = near_duplicate_groups(hashes, near_duplicate_bits)
-    split_of = assign_splits(groups, split_seed, val_fraction, test_fraction, together)
+    seen, dropped, conflicts, split_of = split_pictures(labelled, checks, split_seed, val_fraction, test_fraction,
+                                                        near_duplicate_bits)
     for digest, (rel, _) in list(seen.items()):
         if digest in excluded[0] or rel in excluded[1]:
             dropped.append((rel, f"excluded by {Path(exclude).name}"))
