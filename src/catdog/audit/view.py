@@ -38,46 +38,47 @@ def model_key(path: Path) -> str:
 class KerasView:
     """The view as a Keras model behind a traced function (no conversion: what tests use)."""
 
-    def __init__(self, keras_file: Path):
-        from catdog.inference import keras_runtime  # imports TensorFlow
+    def __init__(self, model):
+        import numpy as np
+        import tensorflow as tf
 
-        self.model = _view_model(keras_file)
-        self.image_size = keras_runtime.resize_height(self.model)
-        self._forward = _traced(self.model)
+        from catdog.inference import keras_runtime
+
+        self.model, self._np = model, np
+        self.image_size = keras_runtime.resize_height(model)
+        spec = tf.TensorSpec((None, None, None, 3), tf.float32)
+        self._forward = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec],
+                                    autograph=False)
 
     def run(self, pixels):
-        import numpy as np
-
-        return {name: value.numpy() for name, value in self._forward(np.asarray(pixels, np.float32)).items()}
+        return {name: value.numpy() for name, value in self._forward(self._np.asarray(pixels, "float32")).items()}
 
 
-def _view_model(keras_file: Path):
+def _view_of(keras_file: Path, float32: bool = False):
+    """The view of the model in `keras_file` (in float32 throughout, for LiteRT), or a ModelError."""
     from catdog.inference import keras_runtime
     from catdog.models.pet_detector import imagenet_view
 
+    model = keras_runtime.KerasRuntime(keras_file).model
+    if float32:
+        from catdog.export.converters import float32_copy
+
+        model = float32_copy(model)
     try:
-        return imagenet_view(keras_runtime.KerasRuntime(keras_file).model)
+        return imagenet_view(model)
     except ValueError as error:
-        raise ModelError(f"{keras_file}: {error}; `catdog audit` needs it") from None
+        raise ModelError(f"{keras_file}: {error}; `catdog audit` looks with it") from None
 
 
-def _traced(model):
-    import tensorflow as tf
+def _convert(view, out: Path) -> None:
+    """Writes `view` as a float LiteRT file (float16 weights, as `catdog export` does)."""
+    from catdog.export.converters import convert, write_savedmodel
+    from catdog.inference.keras_runtime import resize_height
 
-    spec = tf.TensorSpec((None, None, None, 3), tf.float32)
-    return tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec], autograph=False)
-
-
-def _convert(keras_file: Path, out: Path) -> None:
-    """Writes the view of `keras_file` as a float LiteRT file (float16 weights, as `catdog export` does)."""
-    from catdog.export.converters import convert, float32_copy, write_savedmodel
-    from catdog.inference import keras_runtime
-    from catdog.models.pet_detector import imagenet_view
-
-    model = imagenet_view(float32_copy(keras_runtime.KerasRuntime(keras_file).model))
     with tempfile.TemporaryDirectory() as folder:
-        write_savedmodel(model, Path(folder), keras_runtime.resize_height(model), flat=False)
+        write_savedmodel(view, Path(folder), resize_height(view), flat=False)
         flatbuffer = convert(Path(folder))
+    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     partial.write_bytes(flatbuffer)
     partial.rename(out)  # never a half-written file under the final name
@@ -93,14 +94,13 @@ def load_view(model: str | os.PathLike | None = None, runtime: str = "auto", thr
         raise ValueError(f"unknown runtime {runtime!r}: choose auto or keras")
     keras_file = model_files.resolve(model, "keras")
     key = model_key(keras_file)
+    converted = audit_home() / f"{key}.tflite"
     if runtime == "keras":
-        view = KerasView(keras_file)
+        view = KerasView(_view_of(keras_file))
     else:
-        converted = audit_home() / f"{key}.tflite"
         if not converted.exists():
-            converted.parent.mkdir(parents=True, exist_ok=True)
-            with quiet_stderr():
-                _convert(keras_file, converted)
+            with quiet_stderr(discard=(ModelError,)):
+                _convert(_view_of(keras_file, float32=True), converted)
         view = LiteRTRuntime(converted, threads=threads)
     view.key = key
     return view
