@@ -24,7 +24,7 @@ from catdog.audit import label_errors, pairs, scan
 from catdog.audit.audit import audit, write_exclusions, write_rows
 from catdog.data import prepare
 from catdog.data.quality import pixel_stats, problem
-from catdog.models.layers import CAT_CLASSES, DOG_CLASSES
+from catdog.models.pet_classes import CAT_CLASSES, DOG_CLASSES
 
 
 class StripeView:

@@ -26,7 +26,7 @@ from catdog.data.images import ImageError, load_image
 from catdog.data.quality import STATS, pixel_stats
 from catdog.data.similar import phash
 from catdog.inference.predictor import chunked, decoded_ahead
-from catdog.models.layers import CAT_CLASSES, DOG_CLASSES
+from catdog.models.pet_classes import CAT_CLASSES, DOG_CLASSES
 
 FIELDS = ("features", "logits", "regions", "phash", "stats")  # what is kept of each picture
 PART = 4096  # pictures per cache file
@@ -50,12 +50,17 @@ def _logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.log(np.exp(x - top).sum(axis=axis, keepdims=True)).squeeze(axis) + top.squeeze(axis)
 
 
-def pet_masses(logits: np.ndarray) -> np.ndarray:
-    """(..., 2): the softmax mass of the 5 ImageNet cats and of the 118 dogs, from (..., 1000) logits."""
-    logits = np.asarray(logits, np.float32)
-    total = _logsumexp(logits)
-    return np.stack([np.exp(_logsumexp(logits[..., list(classes)]) - total) for classes in (CAT_CLASSES, DOG_CLASSES)],
-                    axis=-1)
+def pet_masses(logits: np.ndarray, rows: int = 2**14) -> np.ndarray:
+    """(..., 2): the softmax mass of the 5 ImageNet cats and of the 118 dogs, from (..., 1000) logits
+    (`rows` at a time: the float32 copies of 500,000 pictures' logits would take 4 GB)."""
+    logits = np.asarray(logits)
+    masses = np.zeros((*logits.shape[:-1], 2), np.float32)
+    for start in range(0, len(logits), rows):
+        chunk = logits[start:start + rows].astype(np.float32)
+        total = _logsumexp(chunk)
+        masses[start:start + rows] = np.stack([np.exp(_logsumexp(chunk[..., list(classes)]) - total)
+                                               for classes in (CAT_CLASSES, DOG_CLASSES)], axis=-1)
+    return masses
 
 
 class LookCache:
