@@ -21,7 +21,7 @@ from PIL import Image
 
 from catdog.audit import audit as audit_module
 from catdog.audit import label_errors, pairs, scan
-from catdog.audit.audit import audit, write_exclusions, write_rows
+from catdog.audit.audit import audit, write_exclusions, write_relabels, write_rows
 from catdog.data import prepare
 from catdog.data.quality import pixel_stats, problem
 from catdog.models.pet_classes import CAT_CLASSES, DOG_CLASSES
@@ -173,6 +173,13 @@ def test_rows_as_csv_and_json_lines_and_the_exclusion_list_prepare_reads(planted
     kept = {r["path"] for r in csv.DictReader(open(work / "manifest.csv"))}
     assert count >= 8 and not kept & {expected[i] for i in ("neither", "both", "label_error", "duplicate", "leak")}
     assert expected["low_quality"] in kept  # a poor picture of a cat is still a cat: not excluded by default
+    relabel = tmp_path / "relabel.csv"
+    changed = write_relabels(result.rows, relabel)
+    assert expected["label_error"] in changed
+    write_exclusions(result.rows, listed, keep=changed)  # what is relabelled is not also left out
+    work = prepare.prepare(data, exclude=listed, relabel=relabel)
+    labels = {r["path"]: r["label"] for r in csv.DictReader(open(work / "manifest.csv"))}
+    assert labels[expected["label_error"]] == "dog"
 
 
 def test_a_rerun_reads_every_picture_again_but_decodes_only_the_new_one(planted, stripe_view, monkeypatch):

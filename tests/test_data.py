@@ -230,3 +230,19 @@ def test_near_duplicates_go_into_one_split_only_when_asked(kaggle_tree):
     together = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree, near_duplicate_bits=6))}
     assert together[original] == together[copy]
     assert sum(default[p] != together[p] for p in default) <= 2  # only the group moved
+
+
+def test_relabelled_pictures_change_label_and_keep_their_split(kaggle_tree, tmp_path):
+    before = {r["path"]: (r["label"], r["split"]) for r in _manifest(data.prepare(kaggle_tree))}
+    digest = hashlib.sha256((kaggle_tree / "train" / "dog.8.jpg").read_bytes()).hexdigest()
+    listed = tmp_path / "relabel.csv"
+    listed.write_text(f"path,sha256,label,new_label\ntrain/cat.2.jpg,,cat,dog\nmoved/x.jpg,{digest.upper()},dog,cat\n")
+    work = data.prepare(kaggle_tree, relabel=listed)
+    after = {r["path"]: (r["label"], r["split"]) for r in _manifest(work)}
+    assert after["train/cat.2.jpg"] == ("dog", before["train/cat.2.jpg"][1])
+    assert after["train/dog.8.jpg"] == ("cat", before["train/dog.8.jpg"][1])
+    assert {p for p in after if after[p] != before[p]} == {"train/cat.2.jpg", "train/dog.8.jpg"}
+    assert len(data.read_report(work)["relabelled"]) == 2
+    listed.write_text("path,new_label\ntrain/cat.2.jpg,horse\n")
+    with pytest.raises(data.DataError, match="new_label 'horse'"):
+        data.prepare(kaggle_tree, relabel=listed)

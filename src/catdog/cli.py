@@ -90,12 +90,12 @@ def _download(args) -> int:
 def _prepare(args) -> int:
     from catdog.data.prepare import format_summary, prepare, read_report, skipped_lines
 
-    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed", "exclude",
+    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed", "exclude", "relabel",
                                    "near_duplicate_bits"), data=args.data,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     cfg = config.override(config.Config(), kw)  # checks the fractions together
     work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force,
-                   exclude=cfg.exclude, near_duplicate_bits=cfg.near_duplicate_bits)
+                   exclude=cfg.exclude, relabel=cfg.relabel, near_duplicate_bits=cfg.near_duplicate_bits)
     report = read_report(work)
     print(format_summary(work, report))
     for line in skipped_lines(work, report):
@@ -233,6 +233,7 @@ def _audit(args) -> int:
                    batch_size=args.batch_size)
     cfg = config.override(config.Config(), kw)  # checks the fractions together
     _check_output_file(args.exclude_out, "--exclude-out")
+    _check_output_file(args.relabel_out, "--relabel-out")
     if args.report and os.path.isfile(args.report):
         raise DataError(f"--report {args.report}: is a file; expected a folder for audit.html")
     from catdog.data.prepare import resolve_source
@@ -244,8 +245,13 @@ def _audit(args) -> int:
                          near_duplicate_bits=cfg.near_duplicate_bits, batch_size=cfg.batch_size)
     audit.write_rows(result.rows, sys.stdout, args.format)
     console.note(audit.summary(result))
+    relabelled = []
+    if args.relabel_out:
+        relabelled = audit.write_relabels(result.rows, args.relabel_out)
+        console.note(f"{len(relabelled)} labels to change -> {args.relabel_out} "
+                     f"(`catdog train relabel={args.relabel_out}`)")
     if args.exclude_out:
-        count = audit.write_exclusions(result.rows, args.exclude_out)
+        count = audit.write_exclusions(result.rows, args.exclude_out, keep=relabelled)
         console.note(f"{count} pictures to leave out -> {args.exclude_out} (`catdog train exclude={args.exclude_out}`)")
     if args.report:
         from catdog.audit.page import write_report
@@ -327,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("prepare", help="check every image, write a deterministic split manifest")
     p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=, exclude=FILE (pictures to "
-                                    "leave out: `catdog audit --exclude-out`), near_duplicate_bits=N", **settings)
+                                    "leave out: `catdog audit --exclude-out`), relabel=FILE (labels to change: --relabel-out), "
+                                    "near_duplicate_bits=N", **settings)
     p.add_argument("--data", help="train.zip or a folder (same as data=PATH; default: $CATDOG_DATA, then the cache)")
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
@@ -417,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="also write DIR/audit.html: thumbnails by issue, with neighbours")
     p.add_argument("--exclude-out", metavar="FILE", help="also write the pictures to leave out, for "
                                                          "`catdog train exclude=FILE` (and prepare)")
+    p.add_argument("--relabel-out", metavar="FILE", help="also write the labels to change (the label errors), for "
+                                                         "`catdog train relabel=FILE`; they leave the exclusion list")
     p.set_defaults(func=_audit, rest="settings")
 
     p = command("report", help="HTML report with plots of a run or an evaluation (self-contained)")

@@ -41,6 +41,7 @@ class Config:
     split_seed: str = "catdog-v1"  # salt of the content hash that assigns files to splits
     max_images: int = 0  # per split, 0 = all; for quick runs and tests
     exclude: str = ""  # a list of pictures to leave out (`catdog audit --exclude-out FILE`), after the split is made
+    relabel: str = ""  # a list of labels to change (`catdog audit --relabel-out FILE`), after the split is made
     near_duplicate_bits: int = 0  # keep pictures whose perceptual hashes differ by at most this many bits in one split; 0 = exact copies only
     cache: str = "auto"  # decoded pixels: "memory", "disk" (in the run folder), "none" (streamed), "auto" (by size)
 

@@ -25,9 +25,10 @@ import numpy as np
 from catdog.audit import checks, label_errors, pairs
 from catdog.audit.scan import Looks, scan
 from catdog.audit.view import load_view
-from catdog.data.prepare import CLASS_NAMES, resolve_source, source_root, split_pictures
+from catdog.data.prepare import CLASS_NAMES, resolve_source, source_root
 from catdog.data.prepare import scan as list_files
 from catdog.data.similar import groups as linked_groups
+from catdog.data.splits import split_pictures
 
 ISSUES = ("unreadable", "conflict", "label_error", "neither", "both", "leak", "duplicate", "low_quality")
 FIELDS = ("path", "label", "issue", "score", "reason", "issues", "split", "neighbour", "sha256")
@@ -123,16 +124,29 @@ def write_rows(rows: list[dict], out: TextIO, fmt: str = "jsonl") -> None:
         out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def write_exclusions(rows: list[dict], path: str | os.PathLike, issues=EXCLUDED_ISSUES) -> int:
-    """The exclusion list `prepare` and `train` read (`exclude=FILE`): the rows with any of `issues`,
-    as CSV `path,sha256,issue,score,reason`. Returns how many pictures it lists."""
-    chosen = [row for row in rows if set(row["issues"]) & set(issues)]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ("path", "sha256", "issue", "score", "reason"), extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(chosen)
+def write_relabels(rows: list[dict], path: str | os.PathLike) -> list[str]:
+    """The relabel list `prepare` and `train` read (`relabel=FILE`): the pictures whose strongest issue is a
+    label error, as CSV `path,sha256,label,new_label,score,reason`. Returns their paths."""
+    chosen = [{**row, "new_label": CLASS_NAMES[1 - CLASS_NAMES.index(row["label"])]}
+              for row in rows if row["issue"] == "label_error"]
+    _write_list(chosen, path, ("path", "sha256", "label", "new_label", "score", "reason"))
+    return [row["path"] for row in chosen]
+
+
+def write_exclusions(rows: list[dict], path: str | os.PathLike, issues=EXCLUDED_ISSUES, keep=()) -> int:
+    """The exclusion list `prepare` and `train` read (`exclude=FILE`): the rows with any of `issues`, but
+    those in `keep` (relabelled instead), as CSV `path,sha256,issue,score,reason`. Returns how many."""
+    kept = set(keep)
+    chosen = [row for row in rows if set(row["issues"]) & set(issues) and row["path"] not in kept]
+    _write_list(chosen, path, ("path", "sha256", "issue", "score", "reason"))
     return len(chosen)
+
+
+def _write_list(rows: list[dict], path, columns: tuple[str, ...]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def summary(result: Result) -> str:

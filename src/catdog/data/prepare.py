@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.archive import extract_zip
+from catdog.data.corrections import Corrections
 from catdog.data.images import ImageError, is_image_name, load_image
-from catdog.data.similar import groups as linked_groups
-from catdog.data.similar import hash_pairs, phash
+from catdog.data.similar import phash
+from catdog.data.splits import split_pictures
 from catdog.errors import DataError
 from catdog.home import home
 
@@ -36,7 +37,6 @@ CLASS_NAMES = ("cat", "dog")  # label 0, label 1: the model's logit is the evide
 SPLITS = ("train", "val", "test")
 _FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 _KAGGLE_NAME = re.compile(r"^(cat|dog)[._\- ]", re.IGNORECASE)
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -82,94 +82,6 @@ def _check(path: Path, near_duplicate_bits: int = 0) -> tuple[str | None, str | 
         return None, error.reason, None
     except OSError as error:
         return None, error.strerror or str(error), None
-
-
-def assign_splits(groups: dict[str, list[str]], seed: str, val: float, test: float,
-          together: list[list[str]] = ()) -> dict[str, str]:
-    """Per class, orders files by a salted hash of their content and cuts test/val/train.
-
-    Depends only on the bytes of the files, so it is the same on every machine, in any folder,
-    and exact copies of one picture always land in the same split. Each list of digests in
-    `together` (near-duplicates) then goes whole into the split of its first member in that order.
-    """
-    def key(digest: str) -> str:
-        return hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
-
-    split_of = {}
-    for digests in groups.values():
-        ordered = sorted(digests, key=key)
-        n_test, n_val = round(len(ordered) * test), round(len(ordered) * val)
-        for i, digest in enumerate(ordered):
-            split_of[digest] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    for members in together:
-        chosen = split_of[min(members, key=key)]
-        split_of.update((digest, chosen) for digest in members)
-    return split_of
-
-
-def deduplicate(labelled: list[tuple[Path, str]], checks: list[tuple]) -> tuple[dict, list, list]:
-    """(the first usable copy of each picture: {digest: (path, label)}, skipped files with reasons,
-    conflicts). A copy under the other label is a conflict: both files are named, and the first keeps
-    its place (so a split made before stays as it was) until an exclusion list settles it."""
-    seen, skipped, conflicts = {}, [], []
-    for (rel, label), (digest, reason, *_) in zip(labelled, checks, strict=True):
-        if reason:
-            skipped.append((str(rel), reason))
-        elif digest in seen and seen[digest][1] != label:
-            first, first_label = seen[digest]
-            skipped.append((str(rel), f"conflict with {first}: the same picture, labelled {first_label} there "
-                                      f"and {label} here"))
-            conflicts.append(dict(paths=[first, str(rel)], labels=[first_label, label]))
-        elif digest in seen:
-            skipped.append((str(rel), f"duplicate of {seen[digest][0]}"))
-        else:
-            seen[digest] = (str(rel), label)
-    return seen, skipped, conflicts
-
-
-def near_duplicate_groups(hashes: dict[str, int], max_bits: int) -> list[list[str]]:
-    """Digests whose perceptual hashes are chained within `max_bits` of each other, in groups of two or more."""
-    digests = sorted(hashes)
-    found = linked_groups(len(digests), hash_pairs(np.array([hashes[d] for d in digests], np.uint64), max_bits))
-    members = collections.defaultdict(list)
-    for digest, group in zip(digests, found, strict=True):
-        members[group].append(digest)
-    return [m for m in members.values() if len(m) > 1]
-
-
-def split_pictures(labelled: list[tuple[Path, str]], checks: list[tuple], seed: str, val: float, test: float,
-                   near_duplicate_bits: int = 0) -> tuple[dict, list, list, dict[str, str]]:
-    """`deduplicate`'s (first copies, skipped, conflicts), then each first copy's split: {digest: split}.
-
-    `checks` are (digest, reason, perceptual hash) per labelled file; the hashes are read only
-    with `near_duplicate_bits` > 0, to keep near-duplicates in one split.
-    """
-    seen, skipped, conflicts = deduplicate(labelled, checks)
-    by_label = collections.defaultdict(list)
-    for digest, (_, label) in seen.items():
-        by_label[label].append(digest)
-    together = []
-    if near_duplicate_bits:
-        hashes = {check[0]: check[2] for check in checks if check[0] in seen}
-        together = near_duplicate_groups(hashes, near_duplicate_bits)
-    return seen, skipped, conflicts, assign_splits(by_label, seed, val, test, together)
-
-
-def read_exclusions(path: str | os.PathLike) -> tuple[set[str], set[str]]:
-    """(SHA-256 digests, relative paths) listed in an exclusion file: `catdog audit --exclude-out`'s CSV
-    (its `sha256` and `path` columns), or one path or digest a line (# starts a comment)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"exclude={path}: not a readable list of pictures ({error})") from None
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if lines and {"path", "sha256"} & set(next(csv.reader(lines[:1]))):
-        items = [value for row in csv.DictReader(lines) for value in (row.get("sha256"), row.get("path")) if value]
-    else:
-        items = [line.strip() for line in lines]
-    digests = {item.lower() for item in items if _DIGEST.fullmatch(item.lower())}
-    return digests, {item for item in items if item.lower() not in digests}
 
 
 def _work_dir(source: Path) -> Path:
@@ -241,26 +153,26 @@ def _content_hash(seen: dict[str, tuple[str, str]]) -> str:
 
 
 def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False,
-            exclude: str | os.PathLike = "", near_duplicate_bits: int = 0) -> Path:
+            exclude: str | os.PathLike = "", relabel: str | os.PathLike = "", near_duplicate_bits: int = 0) -> Path:
     """Makes (or reuses) the manifest for a data source and returns its work folder.
 
     Reused only while the source and the split settings are unchanged. `exclude` names a list of
-    pictures to leave out (`catdog audit --exclude-out`); they are left out after the split is
-    made, so every other picture keeps its split. `near_duplicate_bits` > 0 keeps pictures whose
-    perceptual hashes differ by at most that many bits in one split (0: only exact copies).
+    pictures to leave out, `relabel` one of labels to change (`catdog audit --exclude-out`,
+    `--relabel-out`): both apply after the split is made, so every other picture keeps its split.
+    `near_duplicate_bits` > 0 keeps pictures whose perceptual hashes differ by at most that many
+    bits in one split (0: only exact copies).
     """
     source = resolve_source(data)
     work = _work_dir(source)
     settings = dict(source=str(source.resolve()), fingerprint=_fingerprint(source),
                     val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
-    if exclude:  # only when set, so that the settings, and the reuse, of every earlier split stay as they were
-        settings.update(exclude=str(Path(exclude).resolve()), exclude_sha256=_file_sha256(exclude))
+    corrections = Corrections(exclude, relabel)
+    settings.update(corrections.settings)  # only what is set: earlier splits' settings, and their reuse, stay
     if near_duplicate_bits:
         settings["near_duplicate_bits"] = near_duplicate_bits
     report_path = work / "report.json"
     if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
         return work
-    excluded = read_exclusions(exclude) if exclude else (set(), set())
     root = source_root(source)
     work.mkdir(parents=True, exist_ok=True)
     labelled, skipped, ignored = scan(root)
@@ -268,11 +180,8 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
         checks = list(pool.map(lambda item: _check(root / item[0], near_duplicate_bits), labelled))
     seen, dropped, conflicts, split_of = split_pictures(labelled, checks, split_seed, val_fraction, test_fraction,
                                                         near_duplicate_bits)
-    for digest, (rel, _) in list(seen.items()):
-        if digest in excluded[0] or rel in excluded[1]:
-            dropped.append((rel, f"excluded by {Path(exclude).name}"))
-            del seen[digest]
-    skipped += dropped
+    excluded, relabelled = corrections.apply(seen)
+    skipped += dropped + excluded
     rows = sorted((rel, label, split_of[d]) for d, (rel, label) in seen.items())
     with open(work / "manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])
@@ -281,7 +190,7 @@ def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v
     report = dict(settings=settings, root=str(root.resolve()), images=len(rows), counts=dict(sorted(counts.items())),
                   content_sha256=_content_hash(seen), ignored_non_images=ignored, skipped=len(skipped),
                   skipped_by_reason=dict(reasons), skipped_files=[dict(path=p, reason=r) for p, r in skipped],
-                  conflicts=conflicts)
+                  conflicts=conflicts, relabelled=relabelled)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return work
 
@@ -290,13 +199,6 @@ def _reason_key(reason: str) -> str:
     """What a skip reason is counted under: its kind, without the file it names."""
     named = re.match(r"(conflict|excluded) (with|by) ", reason)
     return named.group(1) if named else reason.split(" (")[0].split(" of ")[0]
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as error:
-        raise DataError(f"exclude={path}: {error.strerror or error}") from None
 
 
 def load_split(manifest: Path, root: Path, split: str, max_images: int = 0, seed: int = 0) -> list[Example]:
@@ -323,6 +225,8 @@ def format_summary(work: str | os.PathLike, report: dict) -> str:
     lines += [f"  skipped {count}: {reason}" for reason, count in report["skipped_by_reason"].items()]
     lines += [f"  conflict: {a} ({la}) and {b} ({lb}) are the same picture"
               for (a, b), (la, lb) in ((c["paths"], c["labels"]) for c in report.get("conflicts", []))]
+    if report.get("relabelled"):
+        lines.append(f"  relabelled {len(report['relabelled'])}, as listed in {report['settings']['relabel']}")
     return "\n".join(lines)
 
 
