@@ -63,9 +63,10 @@ def _item(row: dict, result: Result, index_of: dict[str, int]) -> str:
     images = "".join(f'<img src="{uri}" alt="{e(p)}" title="{e(p)}">' if (uri := _thumb_uri(result.root / p))
                      else "<span>(unreadable)</span>" for p in pictures)
     names = ""
-    if row["issue"] in ("neither", "both"):
+    if row["issue"] in ("neither", "both"):  # what it does see, beyond the two names the reason gives
         logits = result.looks.logits[index_of[row["path"]]]
-        names = "<div class=names>ImageNet: " + e(", ".join(f"{n} {p:.0%}" for n, p in top_names(logits))) + "</div>"
+        names = "<div class=names>ImageNet's top 5: " + e(", ".join(f"{n} {p:.0%}" for n, p in top_names(logits, 5))) \
+            + "</div>"
     return (f'<div class=item><div class=pics>{images}</div><div class=path>{e(row["path"])}</div>'
             f'<div>labelled <b>{e(row["label"])}</b>{", " + e(row["split"]) if row["split"] else ""}; '
             f'score <b>{row["score"]:.3f}</b></div><div>{e(row["reason"])}</div>{names}</div>')
