@@ -54,7 +54,7 @@ def _splits(labelled, looks: Looks, seed: str, val: float, test: float, near_dup
     return [split_of.get(digest) for digest in looks.digests]
 
 
-def _label_flags(looks, unit, labels, groups, readable) -> list[checks.Flag]:
+def _label_flags(unit, labels, groups, readable) -> list[checks.Flag]:
     rows = np.flatnonzero(readable)
     y = np.array([CLASS_NAMES.index(label) for label in labels])[rows]
     p_dog = label_errors.out_of_sample(unit[rows], y, groups[rows])
@@ -93,7 +93,7 @@ def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "aut
     flags = [*checks.unreadable(looks), *checks.neither(looks, readable), *checks.both(looks, readable),
              *checks.low_quality(looks, readable), *pairs.pair_flags(found, paths, labels, splits)]
     if readable.sum() > 2:
-        flags += _label_flags(looks, unit, labels, groups, readable)
+        flags += _label_flags(unit, labels, groups, readable)
     seconds["judge"] = time.perf_counter() - started - seconds["look"]
     return Result(_rows(flags, paths, labels, splits, looks.digests), root, looks, paths, flags, seconds)
 
