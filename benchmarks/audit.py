@@ -3,7 +3,7 @@
     python benchmarks/audit.py --data ../shared/datasets/dogs-vs-cats/train.zip
 
 Runs, each as its own `catdog` process under /usr/bin/time (wall time and peak RSS):
-1. `catdog prepare` (unpacks the zip once, not timed against either);
+1. the zip unpacked into $CATDOG_HOME, as `prepare` and the audit find it (not timed against either);
 2. `catdog predict FOLDER` over the unpacked pictures (the shipped model, LiteRT, the default);
 3. `catdog audit DATA` with an empty look cache (the LiteRT view already converted: its one-off
    conversion is timed on its own first);
@@ -48,13 +48,11 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "CATDOG_HOME": args.home}
     home = Path(args.home)
-    subprocess.run([sys.executable, "-m", "catdog.cli", "prepare", "--data", args.data, "--quiet"], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
     os.environ["CATDOG_HOME"] = args.home
     from catdog.audit.view import audit_home, load_view
-    from catdog.data.prepare import prepare, read_report
+    from catdog.data.prepare import resolve_source, source_root
 
-    root = Path(read_report(prepare(args.data))["root"])
+    root = source_root(resolve_source(args.data))  # the zip unpacked once, as the audit and prepare find it
     pictures = sum(1 for p in root.rglob("*") if p.is_file())
     shutil.rmtree(audit_home(), ignore_errors=True)
     started = time.perf_counter()
