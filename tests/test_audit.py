@@ -45,11 +45,12 @@ class StripeView:
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
         across, down = self._stripes(pixels)
-        logits = np.zeros(1000, np.float32)
+        logits = np.full(1000, -4.0, np.float32)  # every class unlikely, as a classifier's unrelated classes are
         if max(across, down) < 1.5 * min(across, down) + 0.5:
-            logits[0] = 8.0  # not striped one way: a tench
+            logits[0] = 4.0  # not striped one way: a tench
         else:
-            logits[list(CAT_CLASSES if across > down else DOG_CLASSES)] = 8.0 * abs(across - down) / (across + down)
+            # As many dog classes as cat ones, so that a picture of both is not all dog by number.
+            logits[list(CAT_CLASSES if across > down else DOG_CLASSES[:5])] = 12.0 * abs(across - down) / (across + down)
         return logits
 
     def run(self, pixels: np.ndarray) -> dict:
@@ -61,9 +62,12 @@ class StripeView:
         # Like ImageNet features, linear in what tells the classes apart (here the stripes' direction),
         # and different for every picture (the pattern itself).
         direction = np.array([[np.log1p(a) - np.log1p(d) for a, d in map(self._stripes, p[None])] for p in pixels])
+        regions = np.stack([[self._logits(p[r:r + 96, c:c + 96]) for r, c in windows] for p in pixels])
+        # The whole picture's answer: what its parts see, on average.
+        parts = np.exp(regions - regions.max(axis=2, keepdims=True))
+        whole = np.log((parts / parts.sum(axis=2, keepdims=True)).mean(axis=1))
         return dict(features=np.concatenate([8 * np.repeat(direction, 4, axis=1), pattern @ self.projection], axis=1),
-                    imagenet_logits=np.stack([self._logits(p) for p in pixels]),
-                    region_logits=np.stack([[self._logits(p[r:r + 96, c:c + 96]) for r, c in windows] for p in pixels]))
+                    imagenet_logits=whole, region_logits=regions)
 
 
 def _two_halves(rng) -> Image.Image:
