@@ -256,7 +256,8 @@ def _audit(args) -> int:
     if args.report:
         from catdog.audit.page import write_report
 
-        console.note(f"report -> {write_report(result, args.report)}")
+        page = write_report(result, args.report, source=os.path.basename(os.path.normpath(args.data)))
+        console.note(f"report -> {page}")
     return 0
 
 

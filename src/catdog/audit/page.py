@@ -42,6 +42,7 @@ EXTRA_CSS = """
 .item { background: white; border: 1px solid #ddd; border-radius: 8px; padding: .5rem; font-size: .85rem; }
 .item .pics { display: flex; gap: .3rem; align-items: flex-start; }
 .item img { width: 100%; height: auto; border-radius: 4px; } .item .pics img { width: 49%; }
+.item .pics img:only-child { width: 100%; }
 .item b { font-variant-numeric: tabular-nums; } .item .path { color: #0060a0; overflow-wrap: anywhere; }
 .item .names { color: #555; }
 """
