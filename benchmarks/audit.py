@@ -68,7 +68,8 @@ def main() -> None:
     shutil.copytree(root, changed, copy_function=os.link)  # hard links: the same files, another folder
     extra = next(p for p in sorted(root.rglob("cat.*.jpg")))
     with Image.open(extra) as picture:  # a new picture: its mirror image
-        picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed / extra.relative_to(root).with_name("cat.added.jpg"))
+        mirrored = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        mirrored.save(changed / extra.relative_to(root).with_name("cat.added.jpg"))
     results["audit_after_a_change"] = timed(["audit", str(changed)], env)
     results["ratio_audit_to_predict"] = round(results["audit_cold"]["seconds"] / results["predict"]["seconds"], 2)
     results["view"] = key

@@ -50,7 +50,8 @@ class StripeView:
             logits[0] = 4.0  # not striped one way: a tench
         else:
             # As many dog classes as cat ones, so that a picture of both is not all dog by number.
-            logits[list(CAT_CLASSES if across > down else DOG_CLASSES[:5])] = 12.0 * abs(across - down) / (across + down)
+            classes = CAT_CLASSES if across > down else DOG_CLASSES[:5]
+            logits[list(classes)] = 12.0 * abs(across - down) / (across + down)
         return logits
 
     def run(self, pixels: np.ndarray) -> dict:
@@ -116,7 +117,8 @@ def planted(tmp_path):
     dark = np.asarray(_clean(0, rng), np.float32) * 0.08  # a cat in the dark: still a cat
     Image.fromarray(dark.astype(np.uint8)).save(train / "cat.907.png")
     (train / "dog.906.jpg").write_bytes(b"not a picture")
-    planted = dict(leak=_near_copy_in_another_split(train, rng)[1], label_error="train/cat.900.jpg", conflict="train/dog.901.jpg", duplicate="train/dog.902.jpg",
+    planted = dict(leak=_near_copy_in_another_split(train, rng)[1], label_error="train/cat.900.jpg",
+                   conflict="train/dog.901.jpg", duplicate="train/dog.902.jpg",
                    neither="train/cat.903.jpg", both="train/dog.904.jpg", low_quality="train/cat.907.png",
                    unreadable="train/dog.906.jpg")
     return tmp_path / "data", planted

@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("prepare", help="check every image, write a deterministic split manifest")
     p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=, exclude=FILE (pictures to "
-                                    "leave out: `catdog audit --exclude-out`), relabel=FILE (labels to change: --relabel-out), "
-                                    "near_duplicate_bits=N", **settings)
+                                    "leave out: `catdog audit --exclude-out`), relabel=FILE (labels to change: "
+                                    "--relabel-out), near_duplicate_bits=N", **settings)
     p.add_argument("--data", help="train.zip or a folder (same as data=PATH; default: $CATDOG_DATA, then the cache)")
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")

@@ -57,7 +57,8 @@ def read_relabels(path: str | os.PathLike) -> dict[str, str]:
     for row in rows:
         label = (row["new_label"] or "").strip().lower()
         if label not in LABELS:
-            raise DataError(f"relabel={path}: new_label {row['new_label']!r} for {row.get('path')}: expected cat or dog")
+            raise DataError(f"relabel={path}: new_label {row['new_label']!r} for {row.get('path')}: "
+                            f"expected cat or dog")
         changes.update((_key(key), label) for key in (row.get("sha256"), row.get("path")) if key)
     return changes
 
