@@ -31,6 +31,14 @@ def synthetic_image(label: int, rng: np.random.Generator, size: int = 40) -> Ima
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
+def smooth_photo(seed: int, size: int = 160) -> np.ndarray:
+    """Smooth random blobs: a picture with structure at several scales, unlike noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)
+    base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), np.float32)
+    return np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+
+
 def dtype_policies(model) -> set[str]:
     """The dtype policies of a classifier's layers ({"float32"} for a model saved in float32)."""
     return {layer.dtype_policy.name for sub in ("features", "head") for layer in model.get_layer(sub).layers}

@@ -179,3 +179,70 @@ def test_a_symlink_out_of_the_data_folder_is_skipped_not_read(kaggle_tree, tmp_p
     assert {"path": "train/cat.500.jpg", "reason": "a symlink out of the data folder"} in report["skipped_files"]
     assert not any(item["path"] == "train/cat.501.jpg" and "symlink" in item["reason"]
                    for item in report["skipped_files"])
+
+
+def test_a_copy_under_the_other_label_is_a_conflict_naming_both_files(kaggle_tree):
+    shutil.copy(kaggle_tree / "train" / "cat.3.jpg", kaggle_tree / "train" / "dog.900.jpg")
+    work = data.prepare(kaggle_tree)
+    report = data.read_report(work)
+    assert report["conflicts"] == [dict(paths=["train/cat.3.jpg", "train/dog.900.jpg"], labels=["cat", "dog"])]
+    assert report["skipped_by_reason"] == {"conflict": 1}
+    assert "train/cat.3.jpg (cat) and train/dog.900.jpg (dog)" in data.format_summary(work, report)
+    # The first copy keeps its place, so that a split made before the check stays as it was.
+    assert {r["path"] for r in _manifest(work)} == {f"train/{n}.{i}.jpg" for n in ("cat", "dog") for i in range(40)}
+
+
+def test_excluded_pictures_are_left_out_and_the_others_keep_their_splits(kaggle_tree, tmp_path):
+    before = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree))}
+    digest = hashlib.sha256((kaggle_tree / "train" / "dog.5.jpg").read_bytes()).hexdigest()
+    listed = tmp_path / "exclude.csv"
+    listed.write_text(f"path,sha256,issue\ntrain/cat.7.jpg,,neither\nelsewhere/dog.5.jpg,{digest},label_error\n")
+    work = data.prepare(kaggle_tree, exclude=listed)
+    after = {r["path"]: r["split"] for r in _manifest(work)}
+    assert set(before) - set(after) == {"train/cat.7.jpg", "train/dog.5.jpg"}
+    assert all(before[path] == split for path, split in after.items())
+    report = data.read_report(work)
+    assert report["skipped_by_reason"] == {"excluded": 2} and report["settings"]["exclude_sha256"]
+    plain = tmp_path / "plain.txt"  # one path or digest a line
+    plain.write_text(f"# by hand\n{digest}\n")
+    assert "train/dog.5.jpg" not in {r["path"] for r in _manifest(data.prepare(kaggle_tree, exclude=plain))}
+    assert data.read_report(data.prepare(kaggle_tree))["images"] == 80  # without the list, all again
+
+
+def _near_copy_in_another_split(tree: Path) -> tuple[str, str]:
+    """(original, copy): a slightly resized, recompressed copy of a cat that the default split puts elsewhere."""
+    splits = {r["path"]: r["split"] for r in _manifest(data.prepare(tree))}
+    for i in range(40):
+        original = f"train/cat.{i}.jpg"
+        from PIL import Image
+
+        Image.open(tree / original).resize((44, 44)).save(tree / "train" / "cat.950.jpg", quality=85)
+        copy = {r["path"]: r["split"] for r in _manifest(data.prepare(tree))}
+        if copy["train/cat.950.jpg"] != splits[original]:
+            return original, "train/cat.950.jpg"
+    raise AssertionError("no near copy landed in another split")
+
+
+def test_near_duplicates_go_into_one_split_only_when_asked(kaggle_tree):
+    original, copy = _near_copy_in_another_split(kaggle_tree)
+    default = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree))}
+    assert default[original] != default[copy]  # off by default: existing splits stay as they are
+    together = {r["path"]: r["split"] for r in _manifest(data.prepare(kaggle_tree, near_duplicate_bits=6))}
+    assert together[original] == together[copy]
+    assert sum(default[p] != together[p] for p in default) <= 2  # only the group moved
+
+
+def test_relabelled_pictures_change_label_and_keep_their_split(kaggle_tree, tmp_path):
+    before = {r["path"]: (r["label"], r["split"]) for r in _manifest(data.prepare(kaggle_tree))}
+    digest = hashlib.sha256((kaggle_tree / "train" / "dog.8.jpg").read_bytes()).hexdigest()
+    listed = tmp_path / "relabel.csv"
+    listed.write_text(f"path,sha256,label,new_label\ntrain/cat.2.jpg,,cat,dog\nmoved/x.jpg,{digest.upper()},dog,cat\n")
+    work = data.prepare(kaggle_tree, relabel=listed)
+    after = {r["path"]: (r["label"], r["split"]) for r in _manifest(work)}
+    assert after["train/cat.2.jpg"] == ("dog", before["train/cat.2.jpg"][1])
+    assert after["train/dog.8.jpg"] == ("cat", before["train/dog.8.jpg"][1])
+    assert {p for p in after if after[p] != before[p]} == {"train/cat.2.jpg", "train/dog.8.jpg"}
+    assert len(data.read_report(work)["relabelled"]) == 2
+    listed.write_text("path,new_label\ntrain/cat.2.jpg,horse\n")
+    with pytest.raises(data.DataError, match="new_label 'horse'"):
+        data.prepare(kaggle_tree, relabel=listed)

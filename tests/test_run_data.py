@@ -67,3 +67,27 @@ def test_a_machine_without_the_source_or_with_other_pictures_is_refused_by_name(
     next(kaggle_tree.rglob("cat.*.jpg")).unlink()  # one picture fewer: not the run's data
     with pytest.raises(DataError, match="does not hold the pictures the run was made from"):
         run_data.root(run_dir, own_copy=True)
+
+
+def test_the_lists_are_recorded_and_used_again_from_the_run_folder(tmp_path, kaggle_tree, monkeypatch):
+    listed, relabel = tmp_path / "exclude.csv", tmp_path / "relabel.csv"
+    listed.write_text("path,sha256\ntrain/cat.4.jpg,\n")
+    relabel.write_text("path,new_label\ntrain/cat.5.jpg,dog\n")
+    run_dir = tmp_path / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    run_data.record(run_dir, config.resolve("tiny", [f"data={kaggle_tree}", f"exclude={listed}",
+                                                     f"relabel={relabel}", "max_images=0"]))
+    assert (run_dir / run_data.EXCLUDED).read_text() == listed.read_text()
+    assert (run_dir / run_data.RELABELLED).read_text() == relabel.read_text()
+    assert json.loads((run_dir / "data.json").read_text())["settings"]["exclude"] == str(listed.resolve())
+
+    def labels(**kw):
+        return {e.path.name: e.label for e in run_data.split(run_dir, "all", **kw)}
+
+    assert "cat.4.jpg" not in labels() and labels()["cat.5.jpg"] == 1
+    listed.unlink()  # gone from where they were: another machine prepares the data with the run's own copies
+    relabel.unlink()
+    monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "another-home"))
+    assert "cat.4.jpg" not in labels(own_copy=True) and labels(own_copy=True)["cat.5.jpg"] == 1
+    with pytest.raises(DataError, match="exclude=.*no such file"):
+        run_data.check(config.resolve("tiny", [f"data={kaggle_tree}", f"exclude={listed}"]))

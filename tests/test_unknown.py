@@ -12,6 +12,7 @@ from catdog import config
 from catdog.config import ConfigError
 from catdog.data import run_data
 from catdog.errors import ModelError
+from catdog.inference.model_files import SHIPPED_MODEL
 from catdog.inference.predictor import Predictor, Scored
 from catdog.models.builders import build_model, unfreeze_top
 from catdog.models.layers import CAT_CLASSES, DOG_CLASSES, PET_CLASSES
@@ -193,3 +194,29 @@ def test_the_shipped_model_answers_unknown_for_a_blank_page_and_noise(tmp_path):
     # A blank page leaves cats and dogs a share of a flat softmax; the learned score, which
     # weighs their logits (pet_energy) most, gives it away.
     assert records[0]["pet_score"] < predictor.unknown_thresholds["pet_score"]
+
+
+def test_the_imagenet_view_is_the_detectors_own_imagenet_side(tmp_path):
+    """`imagenet_view` (what `catdog audit` looks with) gives the logits the detector's scores come from,
+    the pooled features they are a linear function of, and the same classifier on 9 windows."""
+    from catdog.models.pet_detector import imagenet_view
+
+    model = keras.saving.load_model(SHIPPED_MODEL, compile=False)
+    view = imagenet_view(model)
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 224, 224, 3)).astype(np.float32)
+    pixels[0] = 255  # a blank page among noise
+    seen, full = view(pixels), model(pixels)
+    logits = np.asarray(seen["imagenet_logits"], np.float64)
+    pets = logsumexp(logits[:, list(PET_CLASSES)], axis=1)
+    np.testing.assert_allclose(pets, np.ravel(full["pet_energy"]), atol=0.05)
+    np.testing.assert_allclose(np.exp(pets - logsumexp(logits, axis=1)), np.ravel(full["p_pet"]), atol=0.01)
+    classifier = model.get_layer("imagenet_top").layers[-1]
+    weights, bias = (np.asarray(w, np.float64) for w in classifier.get_weights())
+    np.testing.assert_allclose(np.asarray(seen["features"], np.float64) @ weights + bias, logits, atol=0.1)
+    windows = np.asarray(seen["region_logits"], np.float64)
+    assert windows.shape == (3, 9, 1000) and np.isfinite(windows).all()
+    # The classifier is linear on pooled features, so its windows average to nearly the whole picture's
+    # answer (not exactly: overlapping windows count the middle cells twice).
+    assert np.corrcoef(windows.mean(axis=1).ravel(), logits.ravel())[0, 1] > 0.95
+    with pytest.raises(ValueError, match="no ImageNet pet detector"):
+        imagenet_view(build_model(config.resolve("tiny")))

@@ -13,6 +13,7 @@
     catdog predict --engine ray [--workers N] photos/ [--from-list FILE] [--max-errors N] [--order completion]
     catdog merge part-0.jsonl part-1.jsonl   # predict --shard outputs, in input order
     catdog report runs/NAME|EVAL_DIR [--out DIR]   # report.html: curves, errors, calibration, Grad-CAM
+    catdog audit train.zip [--format csv] [--report DIR] [--exclude-out FILE]   # suspicious pictures first
     catdog augment-preview photo.jpg [--preset P] [key=value ...]   # what training augmentation does
     catdog launch --workers 2 -- train --distributed name=NAME ...   # local multi-worker training
     catdog serve [--model runs/NAME] [--port 8000] [--api-key KEY]   # REST API + web page
@@ -89,10 +90,12 @@ def _download(args) -> int:
 def _prepare(args) -> int:
     from catdog.data.prepare import format_summary, prepare, read_report, skipped_lines
 
-    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed"), data=args.data,
+    kw = _settings(args.settings, ("data", "val_fraction", "test_fraction", "split_seed", "exclude", "relabel",
+                                   "near_duplicate_bits"), data=args.data,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     cfg = config.override(config.Config(), kw)  # checks the fractions together
-    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force)
+    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, force=args.force,
+                   exclude=cfg.exclude, relabel=cfg.relabel, near_duplicate_bits=cfg.near_duplicate_bits)
     report = read_report(work)
     print(format_summary(work, report))
     for line in skipped_lines(work, report):
@@ -225,6 +228,39 @@ def _predict(args) -> int:
     return 0
 
 
+def _audit(args) -> int:
+    kw = _settings(args.settings, ("val_fraction", "test_fraction", "split_seed", "near_duplicate_bits", "batch_size"),
+                   batch_size=args.batch_size)
+    cfg = config.override(config.Config(), kw)  # checks the fractions together
+    _check_output_file(args.exclude_out, "--exclude-out")
+    _check_output_file(args.relabel_out, "--relabel-out")
+    if args.report and os.path.isfile(args.report):
+        raise DataError(f"--report {args.report}: is a file; expected a folder for audit.html")
+    from catdog.data.prepare import resolve_source
+
+    resolve_source(args.data)  # a missing source is reported before TensorFlow loads
+    audit = _heavy("catdog.audit.audit")
+    result = audit.audit(args.data, model=args.model, runtime=args.runtime, val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, split_seed=cfg.split_seed,
+                         near_duplicate_bits=cfg.near_duplicate_bits, batch_size=cfg.batch_size)
+    audit.write_rows(result.rows, sys.stdout, args.format)
+    console.note(audit.summary(result))
+    relabelled = []
+    if args.relabel_out:
+        relabelled = audit.write_relabels(result.rows, args.relabel_out)
+        console.note(f"{len(relabelled)} labels to change -> {args.relabel_out} "
+                     f"(`catdog train relabel={args.relabel_out}`)")
+    if args.exclude_out:
+        count = audit.write_exclusions(result.rows, args.exclude_out, keep=relabelled)
+        console.note(f"{count} pictures to leave out -> {args.exclude_out} (`catdog train exclude={args.exclude_out}`)")
+    if args.report:
+        from catdog.audit.page import write_report
+
+        page = write_report(result, args.report, source=os.path.basename(os.path.normpath(args.data)))
+        console.note(f"report -> {page}")
+    return 0
+
+
 def _report(args) -> int:
     from catdog.evaluation.report import report
 
@@ -297,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_download)
 
     p = command("prepare", help="check every image, write a deterministic split manifest")
-    p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=", **settings)
+    p.add_argument("settings", help="data=, val_fraction=, test_fraction=, split_seed=, exclude=FILE (pictures to "
+                                    "leave out: `catdog audit --exclude-out`), relabel=FILE (labels to change: "
+                                    "--relabel-out), near_duplicate_bits=N", **settings)
     p.add_argument("--data", help="train.zip or a folder (same as data=PATH; default: $CATDOG_DATA, then the cache)")
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
@@ -372,6 +410,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input (default): records in input order; completion: batch by batch as Ray finishes them")
     p.add_argument("--explain", metavar="DIR", help="also save a Grad-CAM overlay PNG per image into DIR")
     p.set_defaults(func=_predict, rest="paths")
+
+    p = command("audit", help="find the pictures of a labelled data set that are not what their label says",
+                description="One row per flagged picture, most suspicious first: neither, both, label_error, "
+                            "conflict, duplicate, leak, low_quality, unreadable, each with a score and a reason.")
+    p.add_argument("data", metavar="DATA", help="train.zip or a folder, in any layout `prepare` accepts")
+    p.add_argument("settings", help="val_fraction=, test_fraction=, split_seed=, near_duplicate_bits= (the split "
+                                    "the leak check judges, as `prepare` makes it), batch_size=", **settings)
+    p.add_argument("--model", help="run folder or .keras file whose ImageNet side looks (default: the shipped model)")
+    p.add_argument("--runtime", choices=["auto", "keras"], default="auto",
+                   help="auto (default): LiteRT, the model's view converted once and cached; keras: no conversion")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--batch-size", metavar="N", help="same as batch_size=N (64)")
+    p.add_argument("--report", metavar="DIR", help="also write DIR/audit.html: thumbnails by issue, with neighbours")
+    p.add_argument("--exclude-out", metavar="FILE", help="also write the pictures to leave out, for "
+                                                         "`catdog train exclude=FILE` (and prepare)")
+    p.add_argument("--relabel-out", metavar="FILE", help="also write the labels to change (the label errors), for "
+                                                         "`catdog train relabel=FILE`; they leave the exclusion list")
+    p.set_defaults(func=_audit, rest="settings")
 
     p = command("report", help="HTML report with plots of a run or an evaluation (self-contained)")
     p.add_argument("path", metavar="RUN_OR_EVAL_DIR",

@@ -40,6 +40,9 @@ class Config:
     test_fraction: float = 0.1  # share of each class held out for `catdog evaluate`
     split_seed: str = "catdog-v1"  # salt of the content hash that assigns files to splits
     max_images: int = 0  # per split, 0 = all; for quick runs and tests
+    exclude: str = ""  # a list of pictures to leave out (`catdog audit --exclude-out FILE`), after the split is made
+    relabel: str = ""  # a list of labels to change (`catdog audit --relabel-out FILE`), after the split is made
+    near_duplicate_bits: int = 0  # keep pictures whose perceptual hashes differ by at most this many bits in one split; 0 = exact copies only
     cache: str = "auto"  # decoded pixels: "memory", "disk" (in the run folder), "none" (streamed), "auto" (by size)
 
     # --- augmentation (training pipeline only)
@@ -115,7 +118,7 @@ _RANGES = {
     "warmup_epochs": (0.0, 100_000, False), "weight_decay": (0.0, 10.0, False),
     "label_smoothing": (0.0, 1.0, True), "patience": (1, 100_000, False), "head_epochs": (1, 100_000, False),
     "head_learning_rate": (0.0, 10.0, False), "fine_tune_layers": (0, 100_000, False), "cached_views": (0, 1000, False),
-    "unknown_budget": (0.0, 0.5, True),
+    "unknown_budget": (0.0, 0.5, True), "near_duplicate_bits": (0, 32, False),
 }
 _POSITIVE = {"learning_rate", "head_learning_rate"}
 

@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from catdog.data.archive import extract_zip
+from catdog.data.corrections import Corrections
 from catdog.data.images import ImageError, is_image_name, load_image
+from catdog.data.similar import phash
+from catdog.data.splits import split_pictures
 from catdog.errors import DataError
 from catdog.home import home
 
@@ -70,30 +73,15 @@ def label_of(relative: Path) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _check(path: Path) -> tuple[str | None, str | None]:
-    """(sha256 of the bytes, None) for a usable image, else (None, reason)."""
+def _check(path: Path, near_duplicate_bits: int = 0) -> tuple[str | None, str | None, int | None]:
+    """(sha256 of the bytes, None, perceptual hash where asked for) for a usable image, else (None, reason, None)."""
     try:
-        load_image(path)
-        return hashlib.sha256(path.read_bytes()).hexdigest(), None
+        pixels = load_image(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest(), None, phash(pixels) if near_duplicate_bits else None
     except ImageError as error:
-        return None, error.reason
+        return None, error.reason, None
     except OSError as error:
-        return None, error.strerror or str(error)
-
-
-def _split(groups: dict[str, list[str]], seed: str, val: float, test: float) -> dict[str, str]:
-    """Per class, orders files by a salted hash of their content and cuts test/val/train.
-
-    Depends only on the bytes of the files, so it is the same on every machine, in any folder,
-    and exact copies of one picture always land in the same split.
-    """
-    split_of = {}
-    for digests in groups.values():
-        ordered = sorted(digests, key=lambda d: hashlib.sha256(f"{seed}:{d}".encode()).hexdigest())
-        n_test, n_val = round(len(ordered) * test), round(len(ordered) * val)
-        for i, digest in enumerate(ordered):
-            split_of[digest] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return split_of
+        return None, error.strerror or str(error), None
 
 
 def _work_dir(source: Path) -> Path:
@@ -105,6 +93,23 @@ def _fingerprint(source: Path) -> list[int]:
     """File count, total bytes and newest mtime: any added, removed or edited file changes it."""
     stats = [source.stat()] if source.is_file() else [p.stat() for p in source.rglob("*") if p.is_file()]
     return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+
+
+def source_root(source: Path) -> Path:
+    """The folder of a source's files: a folder itself, or a zip extracted under its work folder (once)."""
+    if source.is_dir():
+        return source
+    if not (source.is_file() and zipfile.is_zipfile(source)):
+        raise DataError(f"{source}: expected a zip archive or a folder of pictures")
+    work = _work_dir(source)
+    made = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _extracted(source, work)
+    except BaseException:
+        if made:
+            shutil.rmtree(work, ignore_errors=True)  # a failed start leaves nothing, in the cache too
+        raise
 
 
 def _extracted(archive: Path, work: Path) -> Path:
@@ -123,7 +128,7 @@ def _extracted(archive: Path, work: Path) -> Path:
     return root
 
 
-def _scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
+def scan(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]], int]:
     """(labelled files, skipped files with reasons, count of ignored non-image files)."""
     labelled, skipped, ignored = [], [], 0
     # Symlinks too: a dangling one is a broken file to report, not nothing.
@@ -147,51 +152,53 @@ def _content_hash(seen: dict[str, tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False) -> Path:
+def prepare(data=None, val_fraction=0.1, test_fraction=0.1, split_seed="catdog-v1", force=False,
+            exclude: str | os.PathLike = "", relabel: str | os.PathLike = "", near_duplicate_bits: int = 0) -> Path:
     """Makes (or reuses) the manifest for a data source and returns its work folder.
 
-    Reused only while the source and the split settings are unchanged.
+    Reused only while the source and the split settings are unchanged. `exclude` names a list of
+    pictures to leave out, `relabel` one of labels to change (`catdog audit --exclude-out`,
+    `--relabel-out`): both apply after the split is made, so every other picture keeps its split.
+    `near_duplicate_bits` > 0 keeps pictures whose perceptual hashes differ by at most that many
+    bits in one split (0: only exact copies).
     """
     source = resolve_source(data)
     work = _work_dir(source)
     settings = dict(source=str(source.resolve()), fingerprint=_fingerprint(source),
                     val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
+    corrections = Corrections(exclude, relabel)
+    settings.update(corrections.settings)  # only what is set: earlier splits' settings, and their reuse, stay
+    if near_duplicate_bits:
+        settings["near_duplicate_bits"] = near_duplicate_bits
     report_path = work / "report.json"
     if not force and report_path.exists() and json.loads(report_path.read_text())["settings"] == settings:
         return work
-    if not source.is_dir() and not (source.is_file() and zipfile.is_zipfile(source)):
-        raise DataError(f"{source}: expected a zip archive or a folder of pictures")
-    made = not work.exists()
+    root = source_root(source)
     work.mkdir(parents=True, exist_ok=True)
-    try:
-        root = _extracted(source, work) if source.is_file() else source
-    except BaseException:
-        if made:
-            shutil.rmtree(work, ignore_errors=True)  # a failed start leaves nothing, in the cache too
-        raise
-    labelled, skipped, ignored = _scan(root)
+    labelled, skipped, ignored = scan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        checks = list(pool.map(lambda item: _check(root / item[0]), labelled))
-    groups, seen = collections.defaultdict(list), {}
-    for (rel, label), (digest, reason) in zip(labelled, checks, strict=True):
-        if reason:
-            skipped.append((str(rel), reason))
-        elif digest in seen:
-            skipped.append((str(rel), f"duplicate of {seen[digest][0]}"))
-        else:
-            seen[digest] = (str(rel), label)
-            groups[label].append(digest)
-    split_of = _split(groups, split_seed, val_fraction, test_fraction)
+        checks = list(pool.map(lambda item: _check(root / item[0], near_duplicate_bits), labelled))
+    seen, dropped, conflicts, split_of = split_pictures(labelled, checks, split_seed, val_fraction, test_fraction,
+                                                        near_duplicate_bits)
+    excluded, relabelled = corrections.apply(seen)
+    skipped += dropped + excluded
     rows = sorted((rel, label, split_of[d]) for d, (rel, label) in seen.items())
     with open(work / "manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])
     counts = collections.Counter(f"{split}/{label}" for _, label, split in rows)
-    reasons = collections.Counter(reason.split(" (")[0].split(" of ")[0] for _, reason in skipped)
+    reasons = collections.Counter(_reason_key(reason) for _, reason in skipped)
     report = dict(settings=settings, root=str(root.resolve()), images=len(rows), counts=dict(sorted(counts.items())),
                   content_sha256=_content_hash(seen), ignored_non_images=ignored, skipped=len(skipped),
-                  skipped_by_reason=dict(reasons), skipped_files=[dict(path=p, reason=r) for p, r in skipped])
+                  skipped_by_reason=dict(reasons), skipped_files=[dict(path=p, reason=r) for p, r in skipped],
+                  conflicts=conflicts, relabelled=relabelled)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return work
+
+
+def _reason_key(reason: str) -> str:
+    """What a skip reason is counted under: its kind, without the file it names."""
+    named = re.match(r"(conflict|excluded) (with|by) ", reason)
+    return named.group(1) if named else reason.split(" (")[0].split(" of ")[0]
 
 
 def load_split(manifest: Path, root: Path, split: str, max_images: int = 0, seed: int = 0) -> list[Example]:
@@ -216,6 +223,10 @@ def format_summary(work: str | os.PathLike, report: dict) -> str:
     lines = [f"{report['images']} images from {report['settings']['source']} -> {work}/manifest.csv"]
     lines += [f"  {key:<10} {count}" for key, count in report["counts"].items()]
     lines += [f"  skipped {count}: {reason}" for reason, count in report["skipped_by_reason"].items()]
+    lines += [f"  conflict: {a} ({la}) and {b} ({lb}) are the same picture"
+              for (a, b), (la, lb) in ((c["paths"], c["labels"]) for c in report.get("conflicts", []))]
+    if report.get("relabelled"):
+        lines.append(f"  relabelled {len(report['relabelled'])}, as listed in {report['settings']['relabel']}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """A run's data: checked before the run starts, recorded into its folder, read back by every later step.
 
     runs/NAME/manifest.csv   the exact split (a copy of `prepare`'s)
+    runs/NAME/excluded.csv   the exclusion list it was given (`exclude=FILE`), if any
+    runs/NAME/relabelled.csv the relabel list it was given (`relabel=FILE`), if any
     runs/NAME/data.json      the source the user gave (a zip or folder), the content hash of its
                              usable pictures, where they were unpacked (`root`), counts and skips
 
@@ -21,10 +23,17 @@ from catdog.config import Config
 from catdog.data.prepare import Example, load_split, prepare, read_report
 from catdog.errors import DataError
 
+EXCLUDED, RELABELLED = "excluded.csv", "relabelled.csv"  # a run's copies of the lists it was trained with
+LISTS = {"exclude": EXCLUDED, "relabel": RELABELLED}
+
 
 def check(cfg: Config) -> tuple[Path, dict]:
     """The data's work folder and report (`prepare`), checked to give usable train and val splits."""
-    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    for key, listed in (("exclude", cfg.exclude), ("relabel", cfg.relabel)):
+        if listed and not Path(listed).is_file():
+            raise DataError(f"{key}={listed}: no such file (expected the list `catdog audit --{key}-out` wrote)")
+    work = prepare(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, exclude=cfg.exclude,
+                   relabel=cfg.relabel, near_duplicate_bits=cfg.near_duplicate_bits)
     report = read_report(work)
     source = report["settings"]["source"]
     if not report["images"]:
@@ -43,6 +52,9 @@ def record(run_dir: Path, cfg: Config, checked: tuple[Path, dict] | None = None)
     """Copies the split and its summary into the run folder; returns its (train, val) examples."""
     work, report = checked or check(cfg)
     shutil.copy(work / "manifest.csv", run_dir / "manifest.csv")
+    for key, copy in LISTS.items():
+        if listed := report["settings"].get(key):
+            shutil.copy(listed, run_dir / copy)  # the list itself; data.json keeps its name and hash
     summary = {k: report[k] for k in ("settings", "content_sha256", "root", "images", "counts", "skipped_by_reason")}
     (run_dir / "data.json").write_text(json.dumps(summary, indent=2) + "\n")
     return tuple(split(run_dir, name, cfg.max_images, cfg.seed) for name in ("train", "val"))
@@ -66,7 +78,10 @@ def root(run_dir: str | os.PathLike, own_copy: bool = False) -> str:
         raise DataError(f"{run_dir}: its data {source} is not on this machine"
                         f"{'' if own_copy else f' (nor its unpacked copy {recorded})'}: has the data moved? "
                         f"Give every machine the same path (a shared mount), or copy the data there")
-    work = prepare(source, settings["val_fraction"], settings["test_fraction"], settings["split_seed"])
+    # The run's own copies of its lists: the files it was given may not be on this machine.
+    kept = {key: run_dir / copy if settings.get(key) else "" for key, copy in LISTS.items()}
+    work = prepare(source, settings["val_fraction"], settings["test_fraction"], settings["split_seed"],
+                   near_duplicate_bits=settings.get("near_duplicate_bits", 0), **kept)
     report = read_report(work)
     if not _same_pictures(summary, report, work, run_dir):
         raise DataError(f"{run_dir}: {source} on this machine does not hold the pictures the run was made from "

@@ -22,14 +22,15 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def write_savedmodel(model: keras.Model, out: Path, size: int | None) -> None:
-    """A SavedModel whose `serve` endpoint takes uint8 pixels (N, size, size, 3) and returns each output as (N,)."""
+def write_savedmodel(model: keras.Model, out: Path, size: int | None, flat: bool = True) -> None:
+    """A SavedModel whose `serve` endpoint takes uint8 pixels (N, size, size, 3) and returns each output
+    as (N,), or as the model gives it with `flat=False` (features, all the ImageNet logits)."""
     names = sorted(model.output) if isinstance(model.output, dict) else ["logit"]
 
     def serve(pixels):
         outputs = model(tf.cast(pixels, tf.float32), training=False)
         outputs = outputs if isinstance(outputs, dict) else {"logit": outputs}
-        return {name: tf.reshape(outputs[name], [-1]) for name in names}
+        return {name: tf.reshape(outputs[name], [-1]) if flat else outputs[name] for name in names}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -66,6 +66,18 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
     items = iter(items)
     while chunk := list(itertools.islice(items, size)):
         yield chunk
+
+
+def decoded_ahead(chunks: Iterable[Sequence], decode: Callable, threads: int) -> Iterator[list]:
+    """`[decode(item) for item in chunk]` for each chunk, in order, on `threads` threads: the next
+    chunk is decoded while the caller works on this one (the model runs while JPEGs decode)."""
+    chunks = iter(chunks)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending = [pool.submit(decode, item) for item in next(chunks, ())]
+        while pending:
+            decoded = [future.result() for future in pending]
+            pending = [pool.submit(decode, item) for item in next(chunks, ())]
+            yield decoded
 
 
 class Scored(NamedTuple):
@@ -183,16 +195,10 @@ class Predictor:
             except ImageError as error:
                 return path, None, str(error)
 
-        chunks = iter(chunks)
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            # Decode the next chunk while the model runs on this one.
-            pending = [pool.submit(decode, p) for p in next(chunks, ())]
-            while pending:
-                decoded = [future.result() for future in pending]
-                pending = [pool.submit(decode, p) for p in next(chunks, ())]
-                good = [d for d in decoded if d[2] is None]
-                scores = self.scores(np.stack([d[1] for d in good])) if good else {}
-                yield list(self._scored(decoded, scores))
+        for decoded in decoded_ahead(chunks, decode, self.threads):
+            good = [d for d in decoded if d[2] is None]
+            scores = self.scores(np.stack([d[1] for d in good])) if good else {}
+            yield list(self._scored(decoded, scores))
 
     def _scored(self, decoded: list[tuple], scores: dict[str, np.ndarray]) -> Iterator[Scored]:
         at = 0

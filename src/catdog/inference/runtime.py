@@ -65,7 +65,7 @@ class LiteRTRuntime:
         self._batch = None
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Named outputs, each (N,), for uint8 pixels (N, S, S, 3); other dtypes are rounded to uint8."""
+        """Named outputs, each (N,) or (N, ...), for uint8 pixels (N, S, S, 3); other dtypes are rounded to uint8."""
         pixels = np.asarray(pixels)
         if pixels.dtype != np.uint8:
             pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
@@ -76,4 +76,7 @@ class LiteRTRuntime:
             self._batch = len(pixels)
         self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(pixels))
         self.interpreter.invoke()
-        return {name: self.interpreter.get_tensor(i).reshape(len(pixels)) for name, i in self._outputs.items()}
+        outputs = {name: self.interpreter.get_tensor(i) for name, i in self._outputs.items()}
+        # One number per image as (N,); wider outputs (features, all 1000 logits) keep their shape.
+        return {name: value.reshape(len(pixels)) if value.size == len(pixels) else value
+                for name, value in outputs.items()}

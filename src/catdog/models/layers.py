@@ -11,9 +11,7 @@ from __future__ import annotations
 import keras
 from keras.applications import imagenet_utils
 
-# ImageNet-1k indices: 151-268 are dog breeds, 281-285 tabby, tiger cat, Persian, Siamese, Egyptian cat.
-DOG_CLASSES, CAT_CLASSES = tuple(range(151, 269)), tuple(range(281, 286))
-PET_CLASSES = DOG_CLASSES + CAT_CLASSES
+from catdog.models.pet_classes import CAT_CLASSES, DOG_CLASSES, PET_CLASSES
 
 
 @keras.saving.register_keras_serializable(package="catdog")

@@ -51,3 +51,39 @@ def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
     return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy, "dog_odds": dog_odds},
                        name=f"{model.name}_with_unknown")
 
+
+def imagenet_view(model: keras.Model) -> keras.Model:
+    """The ImageNet side alone of a model with the pet detector: what `catdog audit` looks with.
+
+    Outputs, from one forward pass through the trunk and the *original* top (never the
+    fine-tuned blocks, which have learned the very labels being audited):
+    - "features": the pooled ImageNet features (N, C), where near-duplicates are neighbours
+      and a linear model tells cats from dogs;
+    - "imagenet_logits": the ImageNet classifier's 1000 logits (N, 1000);
+    - "region_logits": the same classifier on 3 x 3 overlapping windows of the last feature map
+      (N, 9, 1000). It is linear on pooled features, so on a window's pooled features it says
+      what that part of the picture shows: a cat on the left and a dog on the right, which the
+      whole picture's softmax blurs into one undecided answer.
+    """
+    try:
+        trunk, top = model.get_layer("trunk"), model.get_layer("imagenet_top")
+    except ValueError:
+        raise ValueError(f"{model.name}: no ImageNet pet detector (a model on an ImageNet backbone, "
+                         f"trained with unknown=true, has one)") from None
+    pooling = next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+    classifier = top.layers[-1]
+    feature_map = keras.Model(top.input, pooling.input, name="imagenet_feature_map")
+    pixels = keras.Input((None, None, 3), name="pixels")
+    x = pixels
+    for layer in model.layers[1:]:
+        if layer is trunk:
+            break
+        x = layer(x)  # resize and scaling, as the model does them
+    maps = feature_map(trunk(x, training=False), training=False)
+    side = maps.shape[1]  # 7 at 224 px: windows of 3 x 3 cells, every 2, about 96 px of the picture
+    window, stride = max(1, side // 2), max(1, (side - side // 2) // 2)
+    windows = keras.layers.AveragePooling2D(window, strides=stride, name="windows")(maps)
+    pooled = pooling(maps)
+    return keras.Model(pixels, {"features": pooled, "imagenet_logits": classifier(pooled),
+                                "region_logits": classifier(keras.layers.Reshape((-1, maps.shape[-1]))(windows))},
+                       name="imagenet_view")

@@ -1,0 +1,158 @@
+"""`catdog audit DATA`: the pictures of a labelled data set that are not what their label says.
+
+    >>> result = audit("train.zip")               # the shipped model's ImageNet side looks at every picture
+    >>> result.rows[0]                            # the most suspicious first
+    {"path": "train/cat.4688.jpg", "label": "cat", "issue": "neither", "score": 0.98, "reason": "...", ...}
+
+Issues, each with a score in 0..1 and a one-line reason: neither, both, label_error, conflict,
+duplicate, leak, low_quality, unreadable (see README, "Audit the data"). Judged from the pictures'
+content alone: their pixels, ImageNet's view of them and how they relate to one another.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from catdog.audit import checks, label_errors, pairs
+from catdog.audit.scan import Looks, scan
+from catdog.audit.view import load_view
+from catdog.data.prepare import CLASS_NAMES, resolve_source, source_root
+from catdog.data.prepare import scan as list_files
+from catdog.data.similar import groups as linked_groups
+from catdog.data.splits import split_pictures
+
+ISSUES = ("unreadable", "conflict", "label_error", "neither", "both", "leak", "duplicate", "low_quality")
+FIELDS = ("path", "label", "issue", "score", "reason", "issues", "split", "neighbour", "sha256")
+# Not "both", whose flags were mostly single cats on train.zip, nor "low_quality" (a dark cat is a cat).
+EXCLUDED_ISSUES = ("unreadable", "conflict", "label_error", "neither", "leak", "duplicate")
+
+
+@dataclass
+class Result:
+    rows: list[dict]  # one per flagged picture, most suspicious first
+    root: Path  # the folder the rows' paths are relative to
+    looks: Looks  # what the pass saw of every picture (for the report)
+    paths: list[str]  # every picture, relative to `root`
+    flags: list[checks.Flag] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _splits(labelled, looks: Looks, seed: str, val: float, test: float, near_duplicate_bits: int) -> list:
+    """Each picture's split as `prepare` makes it (None where unreadable); near-duplicates, where kept
+    together, by the hashes of the audit's own 224 px squares (prepare hashes the whole picture)."""
+    found = [(digest or None, error, int(hashed))
+             for digest, error, hashed in zip(looks.digests, looks.errors, looks.phash, strict=True)]
+    split_of = split_pictures(labelled, found, seed, val, test, near_duplicate_bits)[3]
+    return [split_of.get(digest) for digest in looks.digests]
+
+
+def _label_flags(unit, labels, groups, readable) -> list[checks.Flag]:
+    rows = np.flatnonzero(readable)
+    y = np.array([CLASS_NAMES.index(label) for label in labels])[rows]
+    p_dog = label_errors.out_of_sample(unit[rows], y, groups[rows])
+    flags = []
+    for at, p_other, threshold in label_errors.label_issues(p_dog, y):
+        label, other = CLASS_NAMES[y[at]], CLASS_NAMES[1 - y[at]]
+        flags.append(checks.Flag(int(rows[at]), "label_error", p_other,
+                                 f"labelled {label}, looks like a {other}: {p_other:.0%} {other} from a model that "
+                                 f"never saw it (a {other} typically gets {threshold:.0%})"))
+    return flags
+
+
+def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "auto", val_fraction: float = 0.1,
+          test_fraction: float = 0.1, split_seed: str = "catdog-v1", near_duplicate_bits: int = 0,
+          batch_size: int = 64) -> Result:
+    """Looks at every labelled picture of `data` (a zip or folder `prepare` reads) and returns the flagged ones.
+
+    `model` (default: the shipped one) lends its ImageNet side; the split settings are those of the
+    `prepare` whose split the leak check judges.
+    """
+    started = time.perf_counter()
+    root = source_root(resolve_source(data))
+    labelled, _, _ = list_files(root)
+    paths = [str(rel) for rel, _ in labelled]
+    labels = [label for _, label in labelled]
+    view = load_view(model, runtime)
+    looks = scan([str(root / p) for p in paths], view, batch_size)
+    seconds = {"look": time.perf_counter() - started}
+    readable = np.array([error is None for error in looks.errors], bool)
+    splits = _splits(labelled, looks, split_seed, val_fraction, test_fraction, near_duplicate_bits)
+    reduced = label_errors.reduced(looks.features[readable]) if readable.sum() > 2 else np.zeros((readable.sum(), 1))
+    unit = np.zeros((len(paths), reduced.shape[1]), np.float32)
+    unit[readable] = reduced
+    found = pairs.near_pairs(looks.digests, looks.phash, unit, readable)
+    groups = linked_groups(len(paths), [(p.first, p.second) for p in found])
+    flags = [*checks.unreadable(looks), *checks.neither(looks, readable), *checks.both(looks, readable),
+             *checks.low_quality(looks, readable), *pairs.pair_flags(found, paths, labels, splits)]
+    if readable.sum() > 2:
+        flags += _label_flags(unit, labels, groups, readable)
+    seconds["judge"] = time.perf_counter() - started - seconds["look"]
+    return Result(_rows(flags, paths, labels, splits, looks.digests), root, looks, paths, flags, seconds)
+
+
+def _rows(flags: list[checks.Flag], paths, labels, splits, digests) -> list[dict]:
+    """One row per flagged picture: its strongest issue with its reason, and the list of all."""
+    by_picture = collections.defaultdict(list)
+    for flag in flags:
+        by_picture[flag.index].append(flag)
+    rows = []
+    for index, found in by_picture.items():
+        found.sort(key=lambda f: (-f.score, ISSUES.index(f.issue)))
+        top = found[0]
+        rows.append(dict(path=paths[index], label=labels[index], issue=top.issue, score=round(top.score, 4),
+                         reason=top.reason, issues=list(dict.fromkeys(f.issue for f in found)),
+                         split=splits[index], neighbour=None if top.neighbour is None else paths[top.neighbour],
+                         sha256=digests[index] or None))
+    return sorted(rows, key=lambda r: (-r["score"], r["path"]))
+
+
+def write_rows(rows: list[dict], out: TextIO, fmt: str = "jsonl") -> None:
+    """The rows as JSON lines, or as CSV with `FIELDS` (all issues joined by ";")."""
+    if fmt == "csv":
+        writer = csv.DictWriter(out, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**row, "issues": ";".join(row["issues"])} for row in rows)
+    else:
+        out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def write_relabels(rows: list[dict], path: str | os.PathLike) -> list[str]:
+    """The relabel list `prepare` and `train` read (`relabel=FILE`): the pictures whose strongest issue is a
+    label error, as CSV `path,sha256,label,new_label,score,reason`. Returns their paths."""
+    chosen = [{**row, "new_label": CLASS_NAMES[1 - CLASS_NAMES.index(row["label"])]}
+              for row in rows if row["issue"] == "label_error"]
+    _write_list(chosen, path, ("path", "sha256", "label", "new_label", "score", "reason"))
+    return [row["path"] for row in chosen]
+
+
+def write_exclusions(rows: list[dict], path: str | os.PathLike, issues=EXCLUDED_ISSUES, keep=()) -> int:
+    """The exclusion list `prepare` and `train` read (`exclude=FILE`): the rows with any of `issues`, but
+    those in `keep` (relabelled instead), as CSV `path,sha256,issue,score,reason`. Returns how many."""
+    kept = set(keep)
+    chosen = [row for row in rows if set(row["issues"]) & set(issues) and row["path"] not in kept]
+    _write_list(chosen, path, ("path", "sha256", "issue", "score", "reason"))
+    return len(chosen)
+
+
+def _write_list(rows: list[dict], path, columns: tuple[str, ...]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary(result: Result) -> str:
+    """One line for stderr: how many pictures, how many flagged, by issue."""
+    counts = collections.Counter(issue for row in result.rows for issue in row["issues"])
+    by_issue = ", ".join(f"{issue} {counts[issue]}" for issue in ISSUES if counts[issue])
+    return (f"audited {len(result.paths):,} pictures in {sum(result.seconds.values()):.0f} s: "
+            f"{len(result.rows):,} flagged{' (' + by_issue + ')' if by_issue else ''}")

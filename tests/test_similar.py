@@ -1,0 +1,55 @@
+import io
+
+import numpy as np
+import pytest
+from conftest import smooth_photo
+from PIL import Image
+
+from catdog.data import similar
+
+
+def _recompressed(pixels: np.ndarray, side: int, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).resize((side, side)).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def _bits(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+def test_a_resized_recompressed_copy_hashes_close_and_another_picture_far():
+    pictures = [smooth_photo(seed) for seed in range(6)]
+    for pixels in pictures:
+        assert _bits(similar.phash(pixels), similar.phash(_recompressed(pixels, 120, 60))) <= 4
+    others = [_bits(similar.phash(a), similar.phash(b)) for i, a in enumerate(pictures) for b in pictures[i + 1:]]
+    assert min(others) > 12
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(similar, "CHUNK_BYTES", 64)  # a few rows at a time: the chunk edges are crossed
+
+
+def test_hash_pairs_finds_what_comparing_all_pairs_finds(small_chunks):
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 40, dtype=np.uint64)
+    hashes[7] = hashes[3] ^ np.uint64(0b1011)  # 3 bits apart
+    hashes[30] = hashes[12]
+    expected = {(i, j, _bits(int(hashes[i]), int(hashes[j]))) for i in range(40) for j in range(i + 1, 40)
+                if _bits(int(hashes[i]), int(hashes[j])) <= 3}
+    assert set(similar.hash_pairs(hashes, 3)) == expected == {(3, 7, 3), (12, 30, 0)}
+
+
+def test_nearest_matches_the_full_similarity_matrix(small_chunks):
+    features = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+    indices, similarities = similar.nearest(features, k=3)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    full = unit @ unit.T
+    np.fill_diagonal(full, -np.inf)
+    np.testing.assert_array_equal(indices, np.argsort(-full, axis=1)[:, :3])
+    np.testing.assert_allclose(similarities, np.sort(full, axis=1)[:, ::-1][:, :3], rtol=1e-5)
+
+
+def test_groups_link_chains_of_pairs():
+    assert similar.groups(6, [(0, 4, 1), (4, 5, 2), (2, 3, 0)]).tolist() == [0, 1, 2, 2, 0, 0]
