@@ -116,8 +116,9 @@ def build_model(cfg: Config) -> keras.Model:
 @contextlib.contextmanager
 def precision(name: str):
     """Layers built inside compute in `name`: "float32", or "bfloat16" (Keras' mixed_bfloat16:
-    bfloat16 maths, float32 weights), or "auto" (`resolve_precision`). About 1.7x the training rate of float32 on CPUs with
-    AVX512-BF16 or AMX (the scratch CNN on an AMD EPYC); emulated, so slower, on others.
+    bfloat16 maths, float32 weights), or "auto" (`resolve_precision`). About 1.7x the training
+    rate of float32 on CPUs with AVX512-BF16 or AMX for the scratch CNN (on an AMD EPYC), slower
+    for EfficientNet-Lite0 even there (Sapphire Rapids); emulated, so slower, on others.
     Restores the previous policy on exit."""
     previous = keras.mixed_precision.global_policy()
     name = resolve_precision(name)[0]
