@@ -1,13 +1,15 @@
 import json
 
+import keras
 import numpy as np
 import pytest
 
 from catdog import config
 from catdog.data import pipeline
 from catdog.data import prepare as data
+from catdog.data.augmentation import RandomAffine, build_augmentation, drawing_layers
 from catdog.data.images import load_image
-from catdog.data.pipeline import Unreadable, build_augmentation, make_dataset
+from catdog.data.pipeline import Unreadable, make_dataset
 
 
 @pytest.fixture
@@ -51,8 +53,31 @@ def test_augmentation_only_in_training(examples):
     assert not any(np.array_equal(np.sort(train_x.ravel()), np.sort(p.ravel())) for p in [plain])
     augment = build_augmentation(cfg)
     np.testing.assert_array_equal(augment(plain, training=False), plain)
-    assert [type(layer).__name__ for layer in augment.layers] == [
+    assert [type(layer).__name__ for layer in drawing_layers(augment)] == [
         "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness"]
+
+
+def _smooth_pictures(count: int = 8, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32")
+    picture = np.stack([128 + 100 * np.sin(xx / 6), 128 + 100 * np.cos(yy / 5), 2 * xx + yy], axis=-1)
+    return picture[None].repeat(count, axis=0)
+
+
+def test_the_geometric_transforms_resample_once_as_the_three_layers_would_one_after_another():
+    cfg = config.resolve("tiny", ["flip=false", "contrast=0", "brightness=0"])
+    pictures, inside = _smooth_pictures(), (slice(None), slice(16, 48), slice(16, 48))
+    fused = np.asarray(build_augmentation(cfg)(pictures, training=True))
+    # The same layers with the same seeds, each resampling in turn: the same draws.
+    one_by_one = np.asarray(keras.Sequential(drawing_layers(build_augmentation(cfg)))(pictures, training=True))
+    assert np.abs(fused - pictures)[inside].mean() > 10  # it moved the pictures
+    # Away from the borders (where reflections differ) only the interpolation differs.
+    assert np.abs(fused - one_by_one)[inside].max() < 2
+    backwards = RandomAffine(drawing_layers(build_augmentation(cfg))[::-1])(pictures, training=True)
+    assert np.abs(np.asarray(backwards) - one_by_one)[inside].max() > 10  # the order of composition matters
+    rotation_only = config.resolve("tiny", ["flip=false", "zoom=0", "translation=0", "contrast=0", "brightness=0"])
+    np.testing.assert_array_equal(build_augmentation(rotation_only)(pictures, training=True),
+                                  keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=cfg.seed + 1)(
+                                      pictures, training=True))
 
 
 def test_a_file_broken_after_prepare_is_dropped_and_counted_never_fed_blank(examples):

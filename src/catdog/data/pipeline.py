@@ -26,35 +26,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from catdog.config import Config
+from catdog.data.augmentation import build_augmentation, seeded_augmentation
 from catdog.data.images import ImageError, load_image
 from catdog.data.prepare import Example
 from catdog.data.rows import RowsFile
 
 MEMORY_SHARE = 0.25  # cache=auto keeps decoded pixels in RAM up to this share of it
-
-
-def build_augmentation(cfg: Config) -> keras.Sequential:
-    """The random transforms applied to training batches, and only to them."""
-    layers = []
-    if cfg.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=cfg.seed))
-    if cfg.rotation:
-        layers.append(keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=cfg.seed + 1))
-    if cfg.zoom:
-        layers.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=cfg.seed + 2))
-    if cfg.translation:
-        layers.append(keras.layers.RandomTranslation(
-            cfg.translation, cfg.translation, fill_mode="reflect", seed=cfg.seed + 3))
-    if cfg.contrast:
-        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=cfg.seed + 4))
-    if cfg.brightness:
-        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=cfg.seed + 5))
-    return keras.Sequential(layers, name="augmentation")
 
 
 def physical_memory() -> int:
@@ -261,22 +242,6 @@ def make_dataset(
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     # Prefetch so decoding and augmentation of the next batch overlap the current step.
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def seeded_augmentation(augment: keras.Sequential):
-    """`augment` whose random draws depend only on (epoch, step): each batch first sets every
-    layer's seed state from them, so a resumed run augments as an uninterrupted one would."""
-    states = [layer.generator.state for layer in augment.layers]
-
-    def apply(at, xy):
-        epoch, step = at
-        for i, state in enumerate(states):
-            # Keras draws from [seed, counter]: the layer's own seed, a counter that names the batch.
-            counter = tf.cast(epoch * 1_000_003 + step * 101 + i, state.dtype)
-            state.assign(tf.stack([state[0], counter]))
-        return at, (augment(xy[0], training=True), xy[1])
-
-    return apply
 
 
 def epoch_seed(cfg: Config, epoch: int) -> int:

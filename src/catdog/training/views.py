@@ -34,14 +34,8 @@ import tensorflow as tf
 
 from catdog import console
 from catdog.config import Config
-from catdog.data.pipeline import (
-    Unreadable,
-    build_augmentation,
-    epoch_order,
-    make_dataset,
-    seeded_augmentation,
-    steps_per_epoch,
-)
+from catdog.data.augmentation import build_augmentation, seeded_augmentation
+from catdog.data.pipeline import Unreadable, epoch_order, make_dataset, steps_per_epoch
 from catdog.data.prepare import Example
 from catdog.data.rows import RowsFile
 from catdog.models.builders import backbone_input, split_backbone
