@@ -1,3 +1,4 @@
+import errno
 import io
 import re
 import zipfile
@@ -200,5 +201,21 @@ def test_corrupt_member_leaves_nothing(tmp_path):
     raw[at:at + 10] = b"B" * 10  # payload no longer matches its CRC
     archive.write_bytes(bytes(raw))
     with pytest.raises(ArchiveError, match="corrupt"):
+        extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_destination_that_cannot_be_made_or_written_is_named_not_called_corrupt(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "a.zip", {"train/cat.1.jpg": b"x" * 1_000})
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ArchiveError, match=rf"^{tmp_path}/a-file/out: cannot make the folder to extract a.zip into"):
+        extract_zip(archive, tmp_path / "a-file" / "out")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive_module, "_copy", full_disk)
+    with pytest.raises(ArchiveError, match=rf"^{tmp_path}/out: cannot write the extracted files \(No space left on "
+                                           r"device\); nothing was kept$"):
         extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -8,6 +8,7 @@ whose bytes run past its declared size, or the total past its limit, is refused 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import zipfile
@@ -17,6 +18,7 @@ from catdog.errors import DataError
 
 MAX_TOTAL_BYTES = 16 * 2**30  # far above any cats-and-dogs archive, far below a zip bomb
 MAX_ENTRIES = 1_000_000
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}  # a full or read-only disk
 MAX_RATIO = 200  # JPEGs barely compress; zeros compress about 1000x
 RATIO_FLOOR = 1 << 20  # entries below 1 MiB are not held to the ratio: tiny files compress well
 _CHUNK = 1 << 20
@@ -126,9 +128,16 @@ def extract_zip(
     with zf:
         try:
             partial.mkdir(parents=True)
+        except OSError as error:
+            raise ArchiveError(f"{dest}: cannot make the folder to extract {archive.name} into "
+                               f"({error.strerror or error})") from None
+        try:
             _extract_into(zf, str(archive), partial, max_total_bytes, max_entries, unpack, skip)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
             shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(error, OSError) and error.errno in WRITE_ERRORS:  # the destination's fault, not the zip's
+                raise ArchiveError(f"{dest}: cannot write the extracted files ({error.strerror}); "
+                                   f"nothing was kept") from None
             raise ArchiveError(f"{archive}: corrupt archive ({error})") from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
