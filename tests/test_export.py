@@ -116,7 +116,8 @@ def test_int8_parity_fails_on_lost_accuracy_where_every_answer_agrees(tmp_path, 
         (data / "train" / f"cat.{extra_cat}.jpg").unlink()  # 10 cats, 40 dogs: test split 1 + 4
     _flip_the_logit(monkeypatch)
     out = tmp_path / "int8.tflite"
-    with pytest.raises(ParityError, match=r"agree on 100\.00%.*accuracy 20\.00% vs Keras 80\.00%"):
+    with pytest.raises(ParityError, match=r"agree on 100\.00%.*accuracy 20\.00% vs Keras 80\.00% \(int8 may lose at "
+                                          r"most 0\.3 point\)"):
         export(folder / "model.keras", "tflite-int8", out=out, data=data)
     written = json.loads(out.with_suffix(".json").read_text())["parity"]
     assert written["images"] == 5 and written["agreement"] == 1.0 and written["unknown_rate_export"] == 1.0

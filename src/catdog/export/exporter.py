@@ -64,9 +64,11 @@ def export(model: str | os.PathLike | None = None, fmt: str = "tflite", out: str
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     if not meta["parity"]["passed"]:
         p = meta["parity"]
+        int8 = f" (int8 may lose at most {parity.INT8_ACCURACY_DROP * 100:.1f} point)" if "int8" in fmt else ""
         raise ParityError(f"{out}: parity check failed on {p['images']} images: answers agree on "
                           f"{p['agreement']:.2%} (need {parity.AGREEMENT:.1%}), accuracy {p['accuracy_export']:.2%} "
-                          f"vs Keras {p['accuracy_keras']:.2%}; kept, marked \"passed\": false in {meta_path.name}")
+                          f"vs Keras {p['accuracy_keras']:.2%}{int8}; kept, marked \"passed\": false in "
+                          f"{meta_path.name}")
     return meta
 
 
