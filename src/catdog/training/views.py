@@ -12,6 +12,8 @@ same interface (`train.py` holds either):
              float16). Each epoch then trains the top alone, epoch e on view e mod V: augmentation
              varies by view rather than by step. The pictures are decoded once for all phases, and
              the head is fitted on view 0, the pictures as they are (as `Pictures` fits it).
+             The pictures as they are go through the bottom in LiteRT (`_plain_forward`: the
+             same maps, 2.2x as fast), the augmented views through Keras in training mode.
 
 The views' files are in the run folder (`cache-views-train.f16`, with a `.json` saying what it
 holds), read back row by row: memory does not grow with the number of pictures, and a resumed
@@ -20,11 +22,13 @@ run reads them instead of computing them again. `train` deletes them when the ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -138,6 +142,26 @@ def source(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex, unr
     return (Views if cached(cfg) else Pictures)(model, cfg, run_dir, train_ex, val_ex, unreadable)
 
 
+@contextlib.contextmanager
+def _plain_forward(bottom: keras.Model, size: int):
+    """`bottom` in inference mode as LiteRT runs it: float32 pixels (whole numbers, as decoded) -> maps.
+
+    The pictures as they are (view 0 and validation) need no training-mode layer, and LiteRT's
+    XNNPACK kernels run Lite0's bottom 2.2x as fast as Keras here (285 against 130 pictures/s,
+    batch 32), after a conversion of 6 s; the maps agree with Keras's within 5e-5 (float16
+    keeps them to 0.008)."""
+    from catdog.export.converters import litert_copy
+    from catdog.inference.runtime import LiteRTRuntime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        flat = Path(tmp) / "bottom.tflite"
+        with console.quiet_stderr():  # the converter's and LiteRT's native log lines
+            flat.write_bytes(litert_copy(bottom, size))
+            runtime = LiteRTRuntime(flat)
+        (name,) = runtime.output_names
+        yield lambda pixels: runtime.run(pixels)[name]
+
+
 class ViewFile:
     """`count` views of every example through `bottom`, in `<file>.f16` (row v*n + i: view v of
     example i) and `<file>.json` (what they were made from, and the labels); made once.
@@ -184,14 +208,17 @@ class ViewFile:
             pictures = pictures.enumerate().map(shown).prefetch(1)
         else:
             pictures = pictures.map(lambda x, y: ((x,) * count, y))
-        forward = tf.function(lambda x, noisy: tf.cast(bottom(x, training=noisy), VIEW_DTYPE), reduce_retracing=True)
+        noisy = tf.function(lambda x: tf.cast(bottom(x, training=True), VIEW_DTYPE), reduce_retracing=True)
         labels, first = [], 0
         batches = math.ceil(self.n / cfg.batch_size)
-        for views, y in console.progress_bar(pictures, total=batches, unit="batch", desc=f"{count} view(s)", delay=2):
-            for view, x in enumerate(views):
-                rows.write(view * self.n + first, np.asarray(forward(x, view > 0)))
-            labels.extend(np.asarray(y).ravel().astype(int).tolist())
-            first += len(y)
+        with _plain_forward(bottom, cfg.image_size) as plain:
+            for views, y in console.progress_bar(pictures, total=batches, unit="batch", desc=f"{count} view(s)",
+                                                 delay=2):
+                for view, x in enumerate(views):
+                    maps = plain(np.asarray(x)) if view == 0 else np.asarray(noisy(x))
+                    rows.write(view * self.n + first, maps.astype(VIEW_DTYPE))
+                labels.extend(np.asarray(y).ravel().astype(int).tolist())
+                first += len(y)
         return labels
 
     def _batches(self, rows: np.ndarray, labels: np.ndarray, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
