@@ -63,20 +63,22 @@ def _smooth_pictures(count: int = 8, size: int = 64) -> np.ndarray:
     return picture[None].repeat(count, axis=0)
 
 
-def test_the_geometric_transforms_resample_once_as_the_three_layers_would_one_after_another():
-    cfg = config.resolve("tiny", ["flip=false", "contrast=0", "brightness=0"])
+def test_the_geometric_transforms_resample_once_as_the_four_layers_would_one_after_another():
+    cfg = config.resolve("tiny", ["contrast=0", "brightness=0", "seed=3"])
     pictures, inside = _smooth_pictures(), (slice(None), slice(16, 48), slice(16, 48))
     fused = np.asarray(build_augmentation(cfg)(pictures, training=True))
     # The same layers with the same seeds, each resampling in turn: the same draws.
     one_by_one = np.asarray(keras.Sequential(drawing_layers(build_augmentation(cfg)))(pictures, training=True))
     assert np.abs(fused - pictures)[inside].mean() > 10  # it moved the pictures
+    flipped = drawing_layers(build_augmentation(cfg))[0].get_random_transformation(pictures)["flips"]
+    assert 0 < np.sum(flipped) < len(pictures)  # some pictures flipped, some not
     # Away from the borders (where reflections differ) only the interpolation differs.
     assert np.abs(fused - one_by_one)[inside].max() < 2
     backwards = RandomAffine(drawing_layers(build_augmentation(cfg))[::-1])(pictures, training=True)
     assert np.abs(np.asarray(backwards) - one_by_one)[inside].max() > 10  # the order of composition matters
     rotation_only = config.resolve("tiny", ["flip=false", "zoom=0", "translation=0", "contrast=0", "brightness=0"])
     np.testing.assert_array_equal(build_augmentation(rotation_only)(pictures, training=True),
-                                  keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=cfg.seed + 1)(
+                                  keras.layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=rotation_only.seed + 1)(
                                       pictures, training=True))
 
 

@@ -12,12 +12,13 @@ from PIL import Image
 from signals import TermAt
 
 from catdog import config
-from catdog.data.pipeline import epoch_order, make_dataset
+from catdog.data.pipeline import Unreadable, epoch_order, make_dataset
 from catdog.data.prepare import Example
 from catdog.data.rows import RowsFile
 from catdog.errors import Interrupted
 from catdog.models.builders import build_model, resolve_precision
 from catdog.training.train import train
+from catdog.training.views import Views
 
 FINE_TUNE = ["max_images=0", "head_epochs=2", "epochs=2", "batch_size=8", "patience=5", "learning_rate=1e-4",
              "warmup_epochs=0", "weight_decay=0", "unknown=false"]
@@ -82,6 +83,26 @@ def test_views_without_augmentation_train_as_pictures_do(tmp_path):
     a, b = (keras.saving.load_model(run / "model.keras").get_weights() for run in (pictures, views))
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_allclose(wa, wb, rtol=2e-2, atol=2e-4)
+
+
+def test_a_view_is_the_keras_bottom_on_the_picture_as_it_is_or_augmented(tmp_path):
+    """The views are LiteRT's: view 0 is what the Keras bottom computes on the picture (to float16's
+    rounding), view 1 an augmented picture's; without augmentation every view is view 0."""
+    _needs_lite_weights()  # ImageNet's weights: a randomly initialised bottom gives maps of zeros
+    tree = write_kaggle_tree(tmp_path / "data", per_class=8)
+    examples = [Example(path, int(path.name.startswith("dog")), "train") for path in sorted((tree / "train").iterdir())]
+    for augment in (True, False):
+        cfg = config.resolve("tiny", LITE + ["cached_views=2", f"augment={str(augment).lower()}"])
+        views = Views(build_model(cfg), cfg, tmp_path / f"run-{augment}", examples, examples[:8], Unreadable())
+        (tmp_path / f"run-{augment}").mkdir()
+        train_views = views.train_views
+        first, second = (train_views.rows.read(np.arange(len(examples)) + v * len(examples)) for v in (0, 1))
+        pixels = np.concatenate([x for x, _ in make_dataset(examples, cfg, training=False)])
+        np.testing.assert_allclose(first, views.bottom(pixels, training=False), rtol=1e-2, atol=1e-2)
+        if augment:
+            assert np.abs(first.astype(np.float32) - second).mean() > 0.05 * np.abs(first.astype(np.float32)).mean()
+        else:
+            np.testing.assert_array_equal(first, second)
 
 
 def test_views_run_stopped_by_sigterm_resumes_on_the_same_views_and_redoes_no_step(tmp_path):

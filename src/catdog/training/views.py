@@ -12,8 +12,7 @@ same interface (`train.py` holds either):
              float16). Each epoch then trains the top alone, epoch e on view e mod V: augmentation
              varies by view rather than by step. The pictures are decoded once for all phases, and
              the head is fitted on view 0, the pictures as they are (as `Pictures` fits it).
-             The pictures as they are go through the bottom in LiteRT (`_plain_forward`: the
-             same maps, 2.2x as fast), the augmented views through Keras in training mode.
+             The bottom runs in LiteRT (`_litert_forward`: the same maps as Keras's, 2.2x as fast).
 
 The views' files are in the run folder (`cache-views-train.f16`, with a `.json` saying what it
 holds), read back row by row: memory does not grow with the number of pictures, and a resumed
@@ -100,8 +99,7 @@ class Views(Pictures):
         _, trunk, self.tuned_top = split_backbone(features.get_layer("backbone"), cfg.fine_tune_layers)
         pixels = keras.Input((None, None, 3), name="pixels")
         self.bottom = keras.Model(pixels, trunk(backbone_input(features, pixels), training=False), name="bottom")
-        # Frozen for good (its layers are the classifier's): BatchNorm keeps its statistics, also
-        # in training mode, in which the augmented views are computed.
+        # Frozen for good (its layers are the classifier's): BatchNorm keeps its statistics.
         self.bottom.trainable = False
         maps = keras.Input(self.bottom.output.shape[1:], name="maps")
         # The same layers as the classifier's: training the top trains the classifier.
@@ -143,13 +141,13 @@ def source(model: keras.Model, cfg: Config, run_dir: Path, train_ex, val_ex, unr
 
 
 @contextlib.contextmanager
-def _plain_forward(bottom: keras.Model, size: int):
-    """`bottom` in inference mode as LiteRT runs it: float32 pixels (whole numbers, as decoded) -> maps.
+def _litert_forward(bottom: keras.Model, size: int):
+    """`bottom` in inference mode as LiteRT runs it: pixels (N, size, size, 3) -> maps.
 
-    The pictures as they are (view 0 and validation) need no training-mode layer, and LiteRT's
-    XNNPACK kernels run Lite0's bottom 2.2x as fast as Keras here (285 against 130 pictures/s,
-    batch 32), after a conversion of 6 s; the maps agree with Keras's within 5e-5 (float16
-    keeps them to 0.008)."""
+    LiteRT's XNNPACK kernels run Lite0's bottom 2.2x as fast as Keras here (285 against 130
+    pictures/s, batch 32, inference mode), after a conversion of 6 s; the maps agree with
+    Keras's within 5e-5 (float16 keeps them to 0.008). Its input is uint8: augmented pixels are
+    rounded to whole numbers, as a saved picture's are."""
     from catdog.export.converters import litert_copy
     from catdog.inference.runtime import LiteRTRuntime
 
@@ -166,10 +164,11 @@ class ViewFile:
     """`count` views of every example through `bottom`, in `<file>.f16` (row v*n + i: view v of
     example i) and `<file>.json` (what they were made from, and the labels); made once.
 
-    View 0 is the picture as it is. Views 1.. are what a fine-tuning step computes from it:
-    augmented (where `cfg.augment`; seeded by the view and the batch, as training's draws are by
-    the epoch and the step) and through the bottom in training mode, so a backbone's own dropout
-    there (EfficientNet's drop-connect) is part of the view."""
+    View 0 is the picture as it is. Views 1.. are augmented as a fine-tuning step's pictures are
+    (where `cfg.augment`; seeded by the view and the batch, as training's draws are by the epoch
+    and the step). Every view goes through the bottom in inference mode: a backbone's own
+    dropout there (EfficientNet's drop-connect) is not part of a view (measured: no loss of
+    accuracy, README "Train in minutes")."""
 
     def __init__(self, file: Path, bottom: keras.Model, examples: Sequence[Example], cfg: Config, count: int,
                  unreadable: Unreadable):
@@ -178,7 +177,8 @@ class ViewFile:
         augmentation = {k: getattr(cfg, k) for k in ("augment", "flip", "rotation", "zoom", "translation",
                                                      "contrast", "brightness", "seed", "image_size")}
         key = {"paths": hashlib.sha256("\n".join(str(e.path) for e in examples).encode()).hexdigest(),
-               "views": count, "shape": [self.n, *self.shape], "augmentation": augmentation}
+               "views": count, "shape": [self.n, *self.shape], "augmentation": augmentation,
+               "bottom": "inference mode"}  # earlier files held training-mode views
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         if {k: meta.get(k) for k in key} != key or not rows_file.exists():
             meta_file.unlink(missing_ok=True)  # written last: its presence says the rows are whole
@@ -206,17 +206,16 @@ class ViewFile:
             # Augmented in the input pipeline's thread, while the bottom runs on the batch before
             # (sequentially: the layers keep one seed state).
             pictures = pictures.enumerate().map(shown).prefetch(1)
-        else:
-            pictures = pictures.map(lambda x, y: ((x,) * count, y))
-        noisy = tf.function(lambda x: tf.cast(bottom(x, training=True), VIEW_DTYPE), reduce_retracing=True)
+        else:  # every view is the picture as it is: computed once, written `count` times
+            pictures = pictures.map(lambda x, y: ((x,), y))
         labels, first = [], 0
         batches = math.ceil(self.n / cfg.batch_size)
-        with _plain_forward(bottom, cfg.image_size) as plain:
+        with _litert_forward(bottom, cfg.image_size) as forward:
             for views, y in console.progress_bar(pictures, total=batches, unit="batch", desc=f"{count} view(s)",
                                                  delay=2):
-                for view, x in enumerate(views):
-                    maps = plain(np.asarray(x)) if view == 0 else np.asarray(noisy(x))
-                    rows.write(view * self.n + first, maps.astype(VIEW_DTYPE))
+                maps = [forward(np.asarray(x)).astype(VIEW_DTYPE) for x in views]
+                for view in range(count):
+                    rows.write(view * self.n + first, maps[min(view, len(maps) - 1)])
                 labels.extend(np.asarray(y).ravel().astype(int).tolist())
                 first += len(y)
         return labels
