@@ -56,3 +56,28 @@ def test_native_lines_are_held_back_while_the_bar_still_shows():
 def test_what_was_held_is_shown_when_the_block_fails():
     code, seen = _on_a_terminal(FAIL="1")
     assert code == 1 and "the reason it failed" in seen and "RuntimeError: failed" in seen
+
+
+THREADS = """
+import os, threading, time
+from catdog import console
+
+held = threading.Event()
+
+def warm_up():  # a server's background warm-up, in a native library that logs
+    with console.quiet_stderr():
+        held.set()
+        time.sleep(0.5)
+
+worker = threading.Thread(target=warm_up)
+worker.start()
+held.wait()
+os.write(2, b"Uvicorn running on http://127.0.0.1:8000\\n")  # the main thread meanwhile
+worker.join()
+"""
+
+
+def test_a_hold_taken_off_the_main_thread_swallows_nothing_the_main_thread_writes():
+    done = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Uvicorn running on http://127.0.0.1:8000" in done.stderr

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 
 _quiet = False
 
@@ -105,9 +106,13 @@ def quiet_stderr(discard: tuple[type[BaseException], ...] = ()):
 
     What was held back is written out after all if the block fails, so a real error still shows;
     not for Ctrl-C, nor for the `discard` errors (those that already say all in their one line).
+
+    The hold is the whole process's fd 2, so only the main thread takes it: held from another
+    thread (a server's background warm-up) it would swallow what the main thread writes meanwhile
+    (uvicorn's start-up lines). Elsewhere the block runs with stderr as it is.
     """
     global _terminal
-    if _verbose:
+    if _verbose or threading.current_thread() is not threading.main_thread():
         yield
         return
     sys.stderr.flush()

@@ -62,7 +62,9 @@ class LiteRTRuntime:
         quantized = any(t["dtype"] == np.int8 for t in self.interpreter.get_tensor_details())
         self.name = "tflite-int8" if quantized else "tflite"  # what `--runtime` would name it
         self._outputs = {name: detail["index"] for name, detail in outputs.items()}
-        self._batch = None
+        with quiet_stderr():  # the first allocation logs the XNNPACK delegate's creation; later ones say nothing
+            self.interpreter.allocate_tensors()
+        self._batch = int(self._input["shape"][0])
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Named outputs, each (N,) or (N, ...), for uint8 pixels (N, S, S, 3); other dtypes are rounded to uint8."""
@@ -71,8 +73,7 @@ class LiteRTRuntime:
             pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
         if len(pixels) != self._batch:  # re-plan only when the batch size changes
             self.interpreter.resize_tensor_input(self._input["index"], list(pixels.shape))
-            with quiet_stderr():
-                self.interpreter.allocate_tensors()
+            self.interpreter.allocate_tensors()
             self._batch = len(pixels)
         self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(pixels))
         self.interpreter.invoke()
