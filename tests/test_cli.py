@@ -127,6 +127,10 @@ def test_download_checks_and_keeps_no_partial_file(tmp_path, file_server, zipped
     out = catdog("download", "--url", f"{url}/fake.zip", "--dest", dest)
     assert out.returncode == 2 and "not a zip" in out.stderr and not (dest / "fake.zip").exists()
 
+    # A failed download into folders it had to make leaves none of them behind.
+    out = catdog("download", "--url", f"{url}/missing.zip", "--dest", tmp_path / "new" / "deeper")
+    assert out.returncode == 2 and "404" in out.stderr and not (tmp_path / "new").exists()
+
 
 def test_downloaded_zip_is_found_by_prepare(tmp_path, file_server, zipped_tree, catdog_home):
     www, url = file_server

@@ -2,7 +2,8 @@
 
 The file is streamed to `<name>.part` with a progress bar, checked (size against the server's
 Content-Length, SHA-256 when one is given, and that it opens as a zip), and only then renamed
-into place: an interrupted or failed download leaves no half-written file behind.
+into place: an interrupted or failed download leaves no half-written file behind, nor a folder
+it made for it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def download(url: str | None = None, dest_dir: str | os.PathLike | None = None,
     dest = dest_dir / url.rstrip("/").rsplit("/", 1)[-1]
     if dest.exists() and (sha256 is None or _sha256(dest) == sha256.lower()):
         return dest
+    made = [d for d in (dest_dir, *dest_dir.parents) if not d.exists()]  # removed again if nothing arrives
     dest_dir.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -61,13 +63,23 @@ def download(url: str | None = None, dest_dir: str | os.PathLike | None = None,
         if dest.suffix == ".zip" and not zipfile.is_zipfile(part):
             raise DownloadError(f"{url}: the downloaded file is not a zip archive")
     except OSError as error:  # URLError, HTTPError, timeouts and disk errors are all OSErrors
-        part.unlink(missing_ok=True)
+        _clean_up(part, made)
         raise DownloadError(f"{url}: download failed ({error})") from None
     except BaseException:
-        part.unlink(missing_ok=True)
+        _clean_up(part, made)
         raise
     part.rename(dest)
     return dest
+
+
+def _clean_up(part: Path, made: list[Path]) -> None:
+    """Removes the partial file and the folders this download made (deepest first), if empty."""
+    part.unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else arrived meanwhile): left as it is
+            break
 
 
 def _sha256(path: Path) -> str:
