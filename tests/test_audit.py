@@ -252,6 +252,8 @@ def test_the_command_with_the_shipped_model(planted, tmp_path, catdog_home):
     conflict = page[start:page.index("<h2", start + 1)]
     assert conflict.count("data:image/jpeg;base64,") == 4  # each of the two pictures beside the other
     assert page.count("class=item") == sum(min(60, n) for n in Counter(r["issue"] for r in rows).values())
+    for issue, n in Counter(r["issue"] for r in rows).items():  # a card counts what its section shows
+        assert f"<b>{n:,}</b><span>{issue}" in page and f'<h2 id="{issue}">{issue}: {n}' in page
     assert (tmp_path / "exclude.csv").read_text().startswith("path,sha256,issue,score,reason")
     refused = _cli("audit", tmp_path / "missing.zip", env=env)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "missing.zip" in refused.stderr

@@ -81,7 +81,11 @@ def render(result: Result, source: str) -> str:
         by_issue[row["issue"]].append(row)
     counts = collections.Counter(issue for row in result.rows for issue in row["issues"])
     cards = [("pictures", f"{len(result.paths):,}"), ("flagged", f"{len(result.rows):,}")]
-    cards += [(issue, f"{counts[issue]:,}") for issue in ISSUES if counts[issue]]
+    # A card counts what its section shows (pictures whose strongest issue it is), as the links do;
+    # pictures that also have it under a stronger issue are said beside.
+    cards += [(issue + (f" (+{counts[issue] - len(by_issue[issue]):,} under another)"
+                        if counts[issue] > len(by_issue[issue]) else ""), f"{len(by_issue[issue]):,}")
+              for issue in ISSUES if counts[issue]]
     parts = [f"<h1>catdog audit: {e(source)}</h1>",
              f"<p class=sub>{len(result.paths):,} pictures in {e(str(result.root))}; made "
              f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {sum(result.seconds.values()):.0f} s</p>",
