@@ -11,7 +11,7 @@ of files or on which packages were given; identical files are kept once.
 
 Where the pictures come from:
 - gcompris-qt-data: the pictures inside its Qt resource files (.rcc): photos of animals of the
-  world and the farm, fish, tools and things, monuments, windmills and dams; paintings and
+  world and the farm (and behind the eraser game), fish, tools and things, monuments, windmills and dams; paintings and
   details of paintings, the words game's cartoons;
 - tuxpaint-stamps-default: cut-out photos and drawings by kind (animals, food, vehicles, ...);
 - openclipart-png: drawings, a sample of `DRAWINGS` of its 8,000;
@@ -51,6 +51,9 @@ PET_WORDS = frozenset("""cat cats kitten kittens kitty tabby siamese dog dogs pu
     chien chiens chat chats pet pets animal""".split())  # "animal": the words game's picture may be either
 
 
+PET_ENDINGS = ("cat", "cats", "dog", "dogs", "kitten", "kittens", "puppy", "puppies")
+
+
 class Picture(NamedTuple):
     kind: str
     name: str  # source-name.ext, unique in its kind
@@ -63,8 +66,9 @@ def words(path: str) -> set[str]:
 
 
 def shows_pet(path: str) -> bool:
-    """True when any word of `path` names a cat or a dog (or "pet" or "animal", which may be one)."""
-    return bool(words(path) & PET_WORDS)
+    """True when any word of `path` names a cat or a dog (or "pet" or "animal", which may be one), or
+    ends as one does ('blackcat', 'sheepdog'; 'category' and 'caterpillar' stay)."""
+    return any(word in PET_WORDS or word.endswith(PET_ENDINGS) for word in words(path))
 
 
 def part(data: bytes) -> str:
@@ -103,7 +107,7 @@ def rcc_files(data: bytes) -> Iterator[tuple[str, bytes]]:
 # gcompris: activity folder -> kind. The words game's pictures are cartoons, whatever they show.
 GCOMPRIS = {"explore_world_animals": "animals", "explore_farm_animals": "animals", "fishes": "animals",
             "tools": "objects", "others": "objects", "explore_world_music": "objects", "renewable": "scenes",
-            "monuments": "scenes", "explore_monuments": "scenes", "erase": "scenes", "paintings": "drawings",
+            "monuments": "scenes", "explore_monuments": "scenes", "erase": "animals", "paintings": "drawings",
             "details": "drawings", "babyshapes": "drawings", "words_sample": "drawings"}
 
 
