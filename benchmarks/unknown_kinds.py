@@ -1,0 +1,217 @@
+"""How often "unknown" is answered, per kind of non-pet picture, by the shipped rule and the others measured.
+
+    python benchmarks/non_pets.py ~/non-pets           # the pictures: OUT/{fit,eval}/KIND/
+    python benchmarks/unknown_kinds.py --non-pets ~/non-pets --data ../shared/datasets/dogs-vs-cats/train.zip \\
+        [--model runs/NAME] [--curve docs/unknown-tradeoff.png]
+
+Every rule's thresholds are fitted on the validation pets at the model's budget (a rule that
+learns from non-pets learns from the fitting part, and the Debian 146 in it, alone); the
+evaluation part is only scored. Leave-one-kind-out: a rule that learns from non-pets is fitted
+again without one kind's fitting pictures and scored on that kind's evaluation pictures. Pets
+come from the Kaggle split the model was trained with (`--run`, or `--data` split as `catdog
+prepare` splits it: seed "catdog-v1", 10% validation, 10% test). Prints tables, writes
+benchmarks/results/unknown_kinds.json and, with --curve, the trade-off per kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from catdog.inference.answers import pet_score  # noqa: E402
+from catdog.training.calibrate import fit_pet_score, fit_thresholds  # noqa: E402
+
+KINDS = ("animals", "people", "food", "objects", "scenes", "drawings")
+Scores = Mapping[str, np.ndarray]  # score name -> (N,) array, for one set of pictures
+# A rule: (validation pets' scores, fitting non-pets' scores, budget) -> a function that flags "unknown".
+Rule = Callable[[Scores, Scores, float], Callable[[Scores], np.ndarray]]
+
+
+def thresholded(names: Sequence[str], learned: bool = False) -> Rule:
+    """A rule: thresholds on `names`, all fitted on the validation pets at one budget (`fit_thresholds`);
+    `learned` first replaces p_pet and pet_energy by the pet_score learned against the fitting non-pets."""
+
+    def fit(pets: Scores, non_pets: Scores, budget: float):
+        spec = fit_pet_score(pets, non_pets, budget)[0] if learned else None
+
+        def scores(s: Scores) -> dict:
+            return {**({"pet_score": pet_score(s, spec)} if spec else {}), **{n: s[n] for n in names}}
+
+        thresholds = fit_thresholds(scores(pets), budget)
+        return lambda s: flags(scores(s), thresholds)
+
+    fit.learns_from_non_pets = learned
+    return fit
+
+
+def flags(scores: Scores, thresholds: Mapping[str, float]) -> np.ndarray:
+    """(N,) bool: True where any score is below its threshold (`catdog.inference.answers.is_unknown`, vectorised)."""
+    return np.any([np.asarray(scores[name]) < t for name, t in thresholds.items()], axis=0)
+
+
+def as_shipped(meta: Mapping) -> Rule:
+    """The rule that model.json holds, applied as `Predictor` applies it."""
+
+    def fit(pets, non_pets, budget):
+        def scores(s):
+            return {**s, "pet_score": pet_score(s, meta["pet_score"])} if meta.get("pet_score") else s
+        return lambda s: flags(scores(s), meta["unknown_thresholds"])
+
+    fit.learns_from_non_pets = False
+    return fit
+
+
+def rates(flagged: np.ndarray) -> float:
+    return float(np.mean(flagged)) if len(flagged) else float("nan")
+
+
+def merged(sets: Sequence[Scores]) -> dict:
+    """One set of scores from several (the names they all have)."""
+    names = set.intersection(*(set(s) for s in sets))
+    return {name: np.concatenate([np.asarray(s[name]) for s in sets]) for name in names}
+
+
+def by_kind(rule: Rule, pets: Scores, fit: Mapping[str, Scores], evaluation: Mapping[str, Scores],
+            budget: float) -> dict[str, float]:
+    """The share of each kind's evaluation pictures flagged by `rule` fitted on all the fitting non-pets."""
+    flagged = rule(pets, merged(list(fit.values())), budget)
+    return {kind: rates(flagged(scores)) for kind, scores in evaluation.items()}
+
+
+def leave_one_kind_out(rule: Rule, pets: Scores, fit: Mapping[str, Scores], evaluation: Mapping[str, Scores],
+                       budget: float) -> dict[str, float]:
+    """Per kind: the rule fitted on the other kinds' fitting pictures, scored on this kind's evaluation pictures."""
+    return {kind: rates(rule(pets, merged([s for k, s in fit.items() if k != kind]), budget)(scores))
+            for kind, scores in evaluation.items()}
+
+
+def rules(meta: Mapping, names: set[str]) -> dict[str, Rule]:
+    """The rules measured: those whose scores the model gives."""
+    candidates = {
+        "as shipped (model.json)": as_shipped(meta) if meta.get("unknown_thresholds") else None,
+        "two thresholds (p_pet, pet_energy)": thresholded(["p_pet", "pet_energy"]),
+        "learned pet_score, refitted": thresholded([], learned=True),
+        "pet_density": thresholded(["pet_density"]),
+        "pet_density + p_pet": thresholded(["pet_density", "p_pet"]),
+        "pet_density + learned pet_score": thresholded(["pet_density"], learned=True),
+    }
+    return {name: rule for name, rule in candidates.items()
+            if rule and (name.startswith("as shipped") or "pet_density" not in name or "pet_density" in names)}
+
+
+def score_sets(predictor, non_pets: Path, pets: Mapping[str, list[str]]) -> dict[str, dict]:
+    """{"fit/KIND" | "eval/KIND" | "val" | "test": scores} for the non-pet folders and the pet splits."""
+    from catdog.inference.predictor import expand_paths
+
+    folders = {f"{part}/{kind.name}": [str(kind)] for part in ("fit", "eval") for kind in sorted((non_pets / part).iterdir())}
+    sets = {}
+    for name, paths in {**folders, **pets}.items():
+        scored = [s.pet for s in predictor.score_paths(expand_paths(paths)) if s.error is None]
+        sets[name] = {k: np.array([s[k] for s in scored]) for k in scored[0]}
+    return sets
+
+
+def pet_splits(run: str | None, data: str | None) -> dict[str, list[str]]:
+    """{"val": paths, "test": paths} of the run's split, or of `data` split as `catdog prepare` splits it."""
+    from catdog.data import run_data
+    from catdog.data.prepare import load_split, prepare, read_report
+
+    if run:
+        return {name: [str(e.path) for e in run_data.split(run, name)] for name in ("val", "test")}
+    work = prepare(data)
+    root = read_report(work)["root"]
+    return {name: [str(e.path) for e in load_split(work / "manifest.csv", root, name)] for name in ("val", "test")}
+
+
+def main() -> None:
+    from catdog.inference.predictor import Predictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--non-pets", type=Path, required=True, help="benchmarks/non_pets.py's folder")
+    parser.add_argument("--model", help="run folder or .keras (default: the shipped model)")
+    parser.add_argument("--runtime", default="keras", help="keras or tflite")
+    parser.add_argument("--run", help="run folder whose splits give the pets")
+    parser.add_argument("--data", help="the training data, split as `catdog prepare` does (no run folder)")
+    parser.add_argument("--curve", type=Path, metavar="PNG", help="draw the trade-off per kind")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unknown_kinds.json")
+    args = parser.parse_args()
+    if not (args.run or args.data):
+        parser.error("--run or --data is needed for the pets")
+    scoring = Predictor(args.model, meta={}, runtime=args.runtime)  # raw scores: every rule applies its own
+    meta = json.loads(scoring.path.with_suffix(".json").read_text())
+    budget = float(meta.get("unknown_budget", 0.003))
+    sets = score_sets(scoring, args.non_pets, pet_splits(args.run, args.data))
+    fit = {name.split("/")[1]: s for name, s in sets.items() if name.startswith("fit/")}
+    evaluation = {kind: sets[f"eval/{kind}"] for kind in KINDS if f"eval/{kind}" in sets}
+    result = {"budget": budget, "counts": {name: len(next(iter(s.values()))) for name, s in sets.items()}, "rules": {}}
+    for name, rule in rules(meta, set(sets["val"])).items():
+        flagged = rule(sets["val"], merged(list(fit.values())), budget)
+        row = {"val": rates(flagged(sets["val"])), "test": rates(flagged(sets["test"])),
+               "fit": {kind: rates(flagged(s)) for kind, s in fit.items()},
+               "eval": by_kind(rule, sets["val"], fit, evaluation, budget)}
+        row["eval_all"] = rates(flagged(merged(list(evaluation.values()))))
+        if rule.learns_from_non_pets:
+            row["leave_one_kind_out"] = leave_one_kind_out(rule, sets["val"], fit, evaluation, budget)
+        result["rules"][name] = row
+    print_tables(result)
+    if args.curve:
+        plot(sets, fit, evaluation, args.curve, meta, budget)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def print_tables(result: dict) -> None:
+    kinds = [k for k in KINDS if any(k in r["eval"] for r in result["rules"].values())]
+    counts = result["counts"]
+    print(f"budget {result['budget']:.2%} of validation pets; evaluation pictures: "
+          + ", ".join(f"{k} {counts.get('eval/' + k, 0)}" for k in kinds))
+    print("| rule | val pets | test pets | " + " | ".join(kinds) + " | all non-pets |")
+    print("| --- |" + " --- |" * (len(kinds) + 3))
+    for name, row in result["rules"].items():
+        print(f"| {name} | {row['val']:.2%} | {row['test']:.2%} | " + " | ".join(f"{row['eval'][k]:.1%}" for k in kinds)
+              + f" | {row['eval_all']:.1%} |")
+    print("\nleave one kind out (fitted without that kind's fitting pictures):")
+    for name, row in result["rules"].items():
+        if "leave_one_kind_out" in row:
+            print(f"| {name} | | | " + " | ".join(f"{row['leave_one_kind_out'][k]:.1%}" for k in kinds) + " | |")
+
+
+BUDGETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03)
+
+
+def plot(sets: dict, fit: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) -> None:
+    """Per kind, the shipped rule's scores refitted at a range of budgets: test pets given up against non-pets caught."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(meta["unknown_thresholds"])
+    rule = thresholded([n for n in names if n != "pet_score"], learned="pet_score" in names)
+    figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for kind, scores in evaluation.items():
+        points = [(rates(f(sets["test"])), rates(f(scores)))
+                  for f in (rule(sets["val"], merged(list(fit.values())), b) for b in BUDGETS)]
+        (line,) = ax.plot(*(100 * np.array(points).T), "o-", markersize=3, label=f"{kind} ({len(next(iter(scores.values())))})")
+        at = points[int(np.argmin([abs(b - budget) for b in BUDGETS]))]
+        ax.plot(100 * at[0], 100 * at[1], "o", markersize=9, mfc="none", color=line.get_color())
+    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)", xlim=(0, 3),
+           title=f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    print(f"trade-off curve: {out}")
+
+
+if __name__ == "__main__":
+    main()
