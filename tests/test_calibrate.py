@@ -3,14 +3,7 @@ import pytest
 
 from catdog.evaluation.reliability import expected_calibration_error
 from catdog.inference.answers import blend_logits, bounded_logits, is_unknown, pet_score, probabilities
-from catdog.training.calibrate import (
-    confidence_floor,
-    fit_blend,
-    fit_pet_density,
-    fit_pet_score,
-    fit_temperature,
-    fit_thresholds,
-)
+from catdog.training.calibrate import confidence_floor, fit_blend, fit_pet_score, fit_temperature, fit_thresholds
 
 
 def test_temperature_recovers_overconfidence():
@@ -132,42 +125,3 @@ def test_too_few_pictures_leave_the_two_thresholds():
     spec, report = fit_pet_score({"pet_energy": np.ones(40), "p_pet": np.ones(40)},
                                  {"pet_energy": np.zeros(30), "p_pet": np.zeros(30)}, budget=0.005)
     assert spec == {} and "skipped" in report
-
-
-def correlated_features(rng, n: int, width: int = 6) -> np.ndarray:
-    return rng.normal(size=(n, width)) @ rng.normal(size=(width, width)) * np.linspace(0.5, 4, width) + 3.0
-
-
-def test_the_pet_density_whitens_the_pets_features_in_their_main_directions():
-    rng = np.random.default_rng(0)
-    features = correlated_features(rng, 5000)
-    mean, whitening = fit_pet_density(features, components=6)
-    whitened = (features - mean) @ whitening
-    np.testing.assert_allclose(np.cov(whitened, rowvar=False, bias=True), np.eye(6), atol=1e-8)
-    _, top = fit_pet_density(features, components=2)  # the two directions of most variance, whitened
-    variances = np.linalg.eigvalsh(np.cov(features, rowvar=False, bias=True))[::-1]
-    np.testing.assert_allclose(np.var((features - mean) @ (top * np.sqrt(variances[:2])), axis=0), variances[:2],
-                               rtol=1e-8)
-    assert fit_pet_density(features[:4], components=6)[1].shape == (6, 3)  # 4 pictures span 3 directions
-
-
-def test_the_density_layer_is_minus_half_the_squared_mahalanobis_distance(tmp_path):
-    import keras
-
-    from catdog.models.layers import PetDensity
-
-    rng = np.random.default_rng(1)
-    features = correlated_features(rng, 5000)
-    mean, whitening = fit_pet_density(features, components=6)
-    layer = PetDensity(features=6, components=6)
-    layer.build((None, 6))
-    layer.set_weights([mean.astype(np.float32), whitening.astype(np.float32)])
-    points = np.vstack([features[:3], rng.normal(0, 20, (3, 6))]).astype(np.float32)
-    inverse = np.linalg.inv(np.cov(features, rowvar=False, bias=True))
-    expected = -0.5 * np.einsum("ni,ij,nj->n", points - mean, inverse, points - mean)
-    model = keras.Sequential([keras.Input((6,)), layer])
-    np.testing.assert_allclose(np.ravel(model(points)), expected, rtol=1e-3, atol=1e-3)
-    assert np.ravel(model(points))[3:].max() < np.ravel(model(points))[:3].min()  # far points score low
-    model.save(tmp_path / "density.keras")
-    loaded = keras.saving.load_model(tmp_path / "density.keras")
-    np.testing.assert_allclose(loaded(points), model(points), rtol=1e-6)

@@ -93,12 +93,10 @@ def test_training_a_backbone_fits_the_unknown_thresholds(mobilenet_run, tmp_path
     meta = json.loads((mobilenet_run / "model.json").read_text())
     thresholds = meta["unknown_thresholds"]
     assert 0.0 < thresholds["p_pet"] < 1.0 and np.isfinite(thresholds["pet_energy"])
-    assert np.isfinite(thresholds["pet_density"]) and thresholds["pet_density"] < 0
     assert meta["unknown_budget"] == 0.005
     predictor = Predictor(mobilenet_run)
     assert predictor.unknown and predictor.has_detector
-    high = {"p_pet": min(1.0, thresholds["p_pet"] * 2), "pet_energy": thresholds["pet_energy"] + 1,
-            "pet_density": thresholds["pet_density"] + 1}
+    high = {"p_pet": min(1.0, thresholds["p_pet"] * 2), "pet_energy": thresholds["pet_energy"] + 1}
     for low_one in thresholds:  # either score alone below its threshold makes it "unknown"
         low = {**high, low_one: thresholds[low_one] - (thresholds[low_one] / 2 if low_one == "p_pet" else 1)}
         assert predictor.record(Scored("a.jpg", 3.0, low))["label"] == "unknown"
@@ -108,29 +106,6 @@ def test_training_a_backbone_fits_the_unknown_thresholds(mobilenet_run, tmp_path
     assert switched_off.record(Scored("a.jpg", 3.0, low)) == {"path": "a.jpg", "label": "dog", "p_dog": pytest.approx(
         1 / (1 + np.exp(-3.0 / meta["temperature"])), abs=1e-6)}
     assert "p_pet" not in next(switched_off.predict_paths([str(mobilenet_run / "../../data/train/cat.0.jpg")]))
-
-
-def test_calibrate_fits_the_pet_density_on_training_pets_into_the_model(mobilenet_run):
-    """The "pet_density" output is PetDensity of the ImageNet side's pooled features, its mean and
-    whitening those of the run's training pictures; the other outputs are as before."""
-    from catdog.data.images import load_image
-    from catdog.models.pet_detector import attach_pet_density
-
-    meta = json.loads((mobilenet_run / "model.json").read_text())
-    model = keras.saving.load_model(mobilenet_run / "model.keras")
-    cfg = config.load(mobilenet_run / "config.json")
-    train_pets = run_data.split(mobilenet_run, "train", cfg.max_images, cfg.seed)
-    assert meta["pet_density_fit"] == {"pictures": len(train_pets), "components": len(train_pets) - 1}
-    pixels = np.stack([load_image(e.path, size=224) for e in train_pets])
-    features = np.asarray(attach_pet_density(model, None)(pixels, training=False)["pet_features"], np.float64)
-    density = model.get_layer("pet_density")
-    mean, whitening = (np.asarray(w, np.float64) for w in density.get_weights())
-    np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-3, atol=1e-3)
-    whitened = (features - mean) @ whitening
-    np.testing.assert_allclose(np.var(whitened[:, :8], axis=0), 1.0, rtol=1e-2)  # training pets: unit variance
-    out = model(pixels[:4], training=False)
-    np.testing.assert_allclose(np.ravel(out["pet_density"]), -0.5 * np.sum(whitened[:4] ** 2, axis=1), rtol=1e-3)
-    assert sorted(out) == ["dog_odds", "logit", "p_pet", "pet_density", "pet_energy"]
 
 
 def test_a_blend_in_model_json_weighs_in_the_imagenet_odds(mobilenet_run):
@@ -219,22 +194,6 @@ def test_the_shipped_model_answers_unknown_for_a_blank_page_and_noise(tmp_path):
     # A blank page leaves cats and dogs a share of a flat softmax; the learned score, which
     # weighs their logits (pet_energy) most, gives it away.
     assert records[0]["pet_score"] < predictor.unknown_thresholds["pet_score"]
-
-
-def test_the_shipped_model_answers_with_the_pet_density_alike_in_both_runtimes(tmp_path, kaggle_tree):
-    """The shipped rule (thresholds on pet_score and pet_density, in model.json) in Keras and in the
-    LiteRT export: the same scores to within float noise, the same answers."""
-    Image.new("RGB", (300, 200), "white").save(tmp_path / "blank.png")
-    paths = [tmp_path / "blank.png", *sorted(kaggle_tree.rglob("*.jpg"))[:6]]
-    answers = {}
-    for runtime in ("keras", "tflite"):
-        predictor = Predictor(runtime=runtime)
-        assert "pet_density" in predictor.unknown_thresholds and "pet_density" in predictor.detector_scores
-        answers[runtime] = list(predictor.predict_paths(paths))
-    for keras_record, lite_record in zip(answers["keras"], answers["tflite"], strict=True):
-        assert keras_record["label"] == lite_record["label"]
-        assert lite_record["pet_density"] == pytest.approx(keras_record["pet_density"], rel=0.02, abs=2.0)
-    assert answers["keras"][0]["label"] == "unknown"
 
 
 def test_the_imagenet_view_is_the_detectors_own_imagenet_side(tmp_path):

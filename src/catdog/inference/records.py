@@ -2,8 +2,7 @@
 
 A record is what `catdog predict` prints for one picture and the API returns:
 
-    {"path": "a.jpg", "label": "dog", "p_dog": 0.993[, "p_pet": ..., "pet_energy": ..., "pet_score": ...,
-     "pet_density": ...]}
+    {"path": "a.jpg", "label": "dog", "p_dog": 0.993[, "p_pet": ..., "pet_energy": ..., "pet_score": ...]}
     {"path": "b.jpg", "error": "b.jpg: not an image (...)"}
 
 `write_records` streams them as JSON lines or CSV (and Kaggle's submission file) without
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 ANSWER_FIELDS = ("path", "label", "p_dog")
-DETECTOR_FIELDS = ("p_pet", "pet_energy", "pet_score", "pet_density")  # where the model has the unknown detector
+DETECTOR_FIELDS = ("p_pet", "pet_energy", "pet_score")  # where the model has the unknown detector
 CSV_FIELDS = (*ANSWER_FIELDS, *DETECTOR_FIELDS, "error")
 FIELD_NOTES = {  # what each field means, for the API's schema
     "path": "the client's file name (a label only, never used on disk)",
@@ -30,8 +29,6 @@ FIELD_NOTES = {  # what each field means, for the API's schema
     "pet_energy": "the unknown detector: log-sum-exp of the pet logits",
     "pet_score": "the unknown detector: both scores weighed into one, learned against pictures of neither "
                  "(where the model has it)",
-    "pet_density": "the unknown detector: how typical the picture's features are of the training cats and dogs "
-                   "(a Gaussian log-density, constant dropped; where the model has it)",
 }
 FORMATS = ("jsonl", "csv")
 

@@ -1,7 +1,7 @@
 """Every custom Keras layer in catdog models, registered under the package name "catdog".
 
-A saved `.keras` file names these layers `catdog>ImageNetScaling`, `catdog>PetEvidence`,
-`catdog>DogOdds` and `catdog>PetDensity`; importing this module is what lets Keras load it (`catdog.inference.keras_runtime`
+A saved `.keras` file names these layers `catdog>ImageNetScaling`, `catdog>PetEvidence` and
+`catdog>DogOdds`; importing this module is what lets Keras load it (`catdog.inference.keras_runtime`
 does, before loading any model). The registered names never change, so models saved by any
 earlier catdog, whatever module the layer lived in then, keep loading.
 """
@@ -52,36 +52,6 @@ class DogOdds(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)
-
-
-@keras.saving.register_keras_serializable(package="catdog")
-class PetDensity(keras.layers.Layer):
-    """Pooled features (N, C) -> (N, 1) float32: how typical of the training pets' features they are.
-
-    -1/2 the squared Mahalanobis distance to the training pets' mean within their `components`
-    principal directions: a Gaussian's log-density with its constant dropped (Lee et al., 2018).
-    It needs no pictures of non-pets: a hog or a forest is far from every cat and dog however much
-    ImageNet evidence it carries. `mean` (C,) and `whitening` (C, components), the principal
-    directions over the square roots of their variances, are set by `calibrate` (`fit_pet_density`).
-    """
-
-    def __init__(self, features: int, components: int, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.features, self.components = features, components
-        self.mean = self.add_weight(shape=(features,), initializer="zeros", trainable=False, name="mean")
-        self.whitening = self.add_weight(shape=(features, components), initializer="zeros", trainable=False,
-                                         name="whitening")
-
-    def call(self, features):
-        z = keras.ops.matmul(keras.ops.cast(features, "float32") - self.mean, self.whitening)
-        return -0.5 * keras.ops.sum(z * z, axis=-1, keepdims=True)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1)
-
-    def get_config(self):
-        return {**super().get_config(), "features": self.features, "components": self.components}
 
 
 @keras.saving.register_keras_serializable(package="catdog")

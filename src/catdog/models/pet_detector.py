@@ -14,11 +14,6 @@ ImageNet classifier (the fine-tuned blocks no longer feed that classifier well):
 A picture is answered "unknown" when either score falls below its threshold, or when the score
 that `calibrate` learns from both falls below its own (`catdog.inference.answers`). The trunk below
 the fine-tuned blocks is shared, so for MobileNet the extra work is about 14% of a forward pass.
-
-`attach_pet_density` adds a third score that needs no ImageNet class at all: `pet_density`, how
-typical the picture's pooled features are of the training pets' (`catdog.models.layers.PetDensity`).
-ImageNet's classes say how much a picture looks like *some* cat or dog; the density says how far it
-is from *these* cats and dogs, which is what a hog, a bison or a forest full of evidence is.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ import keras
 
 from catdog.config import Config
 from catdog.models.builders import backbone_input, load_backbone, split_backbone
-from catdog.models.layers import DogOdds, PetDensity, PetEvidence
+from catdog.models.layers import DogOdds, PetEvidence
 
 
 def attach_pet_detector(model: keras.Model, cfg: Config) -> keras.Model:
@@ -92,35 +87,3 @@ def imagenet_view(model: keras.Model) -> keras.Model:
     return keras.Model(pixels, {"features": pooled, "imagenet_logits": classifier(pooled),
                                 "region_logits": classifier(keras.layers.Reshape((-1, maps.shape[-1]))(windows))},
                        name="imagenet_view")
-
-
-def attach_pet_density(model: keras.Model, density: PetDensity | None) -> keras.Model:
-    """`model` (with the pet detector) with a "pet_density" output: `density` of the ImageNet side's pooled features.
-
-    With `density=None`, the output is "pet_features", the pooled features themselves (N, C), for
-    `calibrate` to fit the density on. The ImageNet side's features, not the fine-tuned ones: those
-    were trained to tell cats from dogs, and place much of the world among them. The ImageNet top
-    becomes one model with two outputs (pooled features, logits), so it still runs once; a model
-    that already has either output gets the new one in its place.
-    """
-    trunk, top = model.get_layer("trunk"), model.get_layer("imagenet_top")
-    if not isinstance(top.output, (list, tuple)):
-        pooling = next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
-        top = keras.Model(top.input, [pooling.output, top.output], name="imagenet_top")
-        top.trainable = False
-    pixels = keras.Input((None, None, 3), name="pixels")
-    x = pixels
-    for layer in model.layers[1:]:
-        if layer is trunk:
-            break
-        x = layer(x)  # resize and scaling, as the model does them
-    shared = trunk(x, training=False)
-    pooled, imagenet_logits = top(shared, training=False)
-    p_pet, pet_energy = model.get_layer("pet_evidence")(imagenet_logits)
-    outputs = {"logit": model.get_layer("head")(model.get_layer("tuned_top")(shared, training=False)),
-               "p_pet": p_pet, "pet_energy": pet_energy, "dog_odds": model.get_layer("dog_odds")(imagenet_logits)}
-    if density is None:
-        outputs["pet_features"] = pooled
-    else:
-        outputs["pet_density"] = density(pooled)
-    return keras.Model(pixels, outputs, name=model.name)

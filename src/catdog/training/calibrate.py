@@ -3,8 +3,7 @@
 On the validation split: temperature scaling (Guo et al., 2017) so that `p_dog` is
 calibrated, within the bounds that the split's size can vouch for
 (`confidence_floor`); for backbone models, the thresholds of the "neither cat nor
-dog" detector (`catdog.models.pet_detector`: its ImageNet scores, and the density of the training
-pets' features that `fit_pet_density` fits and the model carries) and the blend of the fine-tuned logit with the ImageNet
+dog" detector (`catdog.models.pet_detector`) and the blend of the fine-tuned logit with the ImageNet
 head's own dog-versus-cat log-odds, kept where it beats temperature alone (`fit_blend`). All
 are written to the run's `model.json`; `train` ends with this step, and `catdog calibrate RUN`
 repeats it on a finished run.
@@ -24,7 +23,6 @@ from scipy.optimize import minimize_scalar
 from catdog import config as config_lib
 from catdog import runs
 from catdog.data import run_data
-from catdog.data.images import load_image
 from catdog.data.prepare import CLASS_NAMES
 from catdog.errors import DataError
 from catdog.evaluation.reliability import expected_calibration_error
@@ -37,12 +35,8 @@ from catdog.inference.answers import (
     pet_score_inputs,
     probabilities,
 )
-from catdog.inference.predictor import Predictor, chunked, expand_paths
-from catdog.models.layers import PetDensity
-from catdog.models.pet_detector import attach_pet_density, attach_pet_detector
-
-PET_DENSITY_PICTURES = 2000  # training pets the density is fitted on (a few hundred would do; ~20 s here)
-PET_DENSITY_COMPONENTS = 128  # of Lite0's 1280 feature directions (chosen on the fitting non-pets, issue #25)
+from catdog.inference.predictor import Predictor, expand_paths
+from catdog.models.pet_detector import attach_pet_detector
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -152,36 +146,6 @@ def fit_pet_score(pets, non_pets, budget: float, folds: int = 5) -> tuple[dict, 
                   "caught_by_two_thresholds": float(np.mean(by_rule))}
 
 
-def fit_pet_density(features, components: int = PET_DENSITY_COMPONENTS) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, whitening) of a Gaussian on these (training pets') features (N, C), in their top principal directions.
-
-    `whitening` (C, k) holds the `components` directions of most variance (fewer when the pictures
-    span fewer), each over the square root of its variance, so that ||(x - mean) @ whitening||² is
-    the squared Mahalanobis distance within their span (`catdog.models.layers.PetDensity`).
-    """
-    x = np.asarray(features, dtype=np.float64)
-    mean = x.mean(axis=0)
-    variances, directions = np.linalg.eigh(np.cov(x - mean, rowvar=False, bias=True))
-    keep = np.argsort(variances)[::-1][:min(components, len(x) - 1)]
-    return mean, directions[:, keep] / np.sqrt(np.maximum(variances[keep], 1e-12))
-
-
-def with_pet_density(model: keras.Model, run_dir: Path, cfg) -> tuple[keras.Model, dict]:
-    """`model` with its "pet_density" output fitted on a seeded sample of the run's training pets, and a summary."""
-    count = min(cfg.max_images or PET_DENSITY_PICTURES, PET_DENSITY_PICTURES)
-    pets = run_data.split(run_dir, "train", count, cfg.seed)
-    view = attach_pet_density(model, None)
-    features = np.concatenate([
-        keras.ops.convert_to_numpy(view(np.stack([load_image(e.path, size=cfg.image_size) for e in chunk]),
-                                        training=False)["pet_features"]).astype(np.float64)
-        for chunk in chunked(pets, 64)])
-    mean, whitening = fit_pet_density(features)
-    density = PetDensity(features=len(mean), components=whitening.shape[1], name="pet_density")
-    density.build((None, len(mean)))
-    density.set_weights([mean.astype(np.float32), whitening.astype(np.float32)])
-    return attach_pet_density(model, density), {"pictures": len(pets), "components": int(whitening.shape[1])}
-
-
 def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unknown_non_pets: str | None = None) -> dict:
     """Fits temperature (and the unknown thresholds) on the run's validation split; returns model.json.
 
@@ -197,12 +161,8 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
     cfg = config_lib.override(cfg, changes)
     val_ex = run_data.split(run_dir, "val", cfg.max_images, cfg.seed)
     model = keras.saving.load_model(run_dir / "model.keras")
-    density_fit = None
-    if cfg.unknown and cfg.model != "scratch":
-        if not isinstance(model.output, dict):
-            model = attach_pet_detector(model, cfg)
-        model, density_fit = with_pet_density(model, run_dir, cfg)
-        keras.saving.save_model(model, run_dir / "model.keras")
+    if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
+        keras.saving.save_model(attach_pet_detector(model, cfg), run_dir / "model.keras")
     # Raw logits and detector scores (whichever the model has), whatever model.json says.
     predictor = Predictor(run_dir, meta={})
     scores = list(predictor.score_paths([str(e.path) for e in val_ex]))
@@ -236,10 +196,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
         meta["blend"] = blend
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
-        if density_fit:
-            meta["pet_density_fit"] = density_fit
         pets = {name: np.array([s.pet[name] for s in scored]) for name in predictor.detector_scores}
-        density = {name: pets.pop(name) for name in ("pet_density",) if name in pets}
         if cfg.unknown_non_pets:
             spec, meta["pet_score_fit"] = fit_pet_score(pets, _non_pet_scores(predictor, cfg.unknown_non_pets),
                                                         cfg.unknown_budget)
@@ -248,8 +205,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
             if meta["pet_score_fit"].get("caught", 0) > meta["pet_score_fit"].get("caught_by_two_thresholds", 1):
                 meta["pet_score"] = spec
                 pets = {"pet_score": pet_score(pets, spec)}
-        # The density shares the budget with the ImageNet scores: unknown when any is low.
-        meta["unknown_thresholds"] = fit_thresholds({**pets, **density}, cfg.unknown_budget)
+        meta["unknown_thresholds"] = fit_thresholds(pets, cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
