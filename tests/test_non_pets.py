@@ -124,7 +124,7 @@ def test_pictures_split_by_their_bytes_alone_and_copies_are_kept_once(tmp_path):
 
 def made_up_scores(rng, n, pet_energy, p_pet, density):
     return {"pet_energy": rng.normal(pet_energy, 1.0, n), "p_pet": 1 / (1 + np.exp(-rng.normal(p_pet, 1.0, n))),
-            "pet_density": rng.normal(density, 1.0, n)}
+            "similarity": rng.normal(density, 1.0, n)}
 
 
 def test_each_kind_is_reported_and_a_kind_left_out_is_scored_by_a_rule_that_never_saw_it():
@@ -140,7 +140,7 @@ def test_each_kind_is_reported_and_a_kind_left_out_is_scored_by_a_rule_that_neve
     left_out = unknown_kinds.leave_one_kind_out(learned, pets, fit, evaluation, 0.003)
     assert seen["animals"] > 0.9 and seen["scenes"] > 0.9
     assert left_out["scenes"] > 0.9 and left_out["animals"] < seen["animals"] - 0.3  # the energy rule misses them
-    density = unknown_kinds.thresholded(["pet_density"])
+    density = unknown_kinds.thresholded(["similarity"])
     assert unknown_kinds.leave_one_kind_out(density, pets, fit, evaluation, 0.003) == pytest.approx(
         unknown_kinds.by_kind(density, pets, fit, evaluation, 0.003))  # it needs no non-pets
     assert min(unknown_kinds.by_kind(density, pets, fit, evaluation, 0.003).values()) > 0.99
@@ -153,3 +153,18 @@ def test_a_rule_flags_a_picture_when_any_score_is_below_its_threshold():
                                      "pet_score": {"pet_energy": 1.0, "log_p_pet": 1.0, "bias": -5.0}})
     flagged = rule({}, {}, 0.003)({"pet_energy": np.array([10.0, 1.0]), "p_pet": np.array([0.5, 0.5])})
     assert flagged.tolist() == [False, True]  # 10 - 0.69 - 5 > 0 > 1 - 0.69 - 5
+
+
+def test_feature_rules_need_no_non_pets_and_catch_what_lies_away_from_the_training_pets():
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=32)
+
+    def pets(n):
+        return {"features": centre + rng.normal(0, 0.3, (n, 32)), "p_pet": np.ones(n)}
+
+    train, val, test = pets(1000), pets(2000), pets(2000)
+    far = {"features": -centre + rng.normal(0, 0.3, (200, 32)), "p_pet": np.ones(200)}
+    for rule in (unknown_kinds.neighbours(train["features"], 5), unknown_kinds.mahalanobis(train["features"])):
+        assert rule.learns_from_non_pets is False
+        flagged = rule(val, {}, 0.01)
+        assert flagged(far).all() and unknown_kinds.rates(flagged(test)) < 0.03
