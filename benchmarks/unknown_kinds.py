@@ -260,6 +260,7 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from unknown import save_curve  # benchmarks/unknown.py, beside this script
 
     names, spec = list(meta["unknown_thresholds"]), meta.get("pet_score")
 
@@ -276,14 +277,7 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
         (line,) = ax.plot(*(100 * np.array(points).T), "o-", markersize=3, label=f"{kind} ({len(kind_scores['p_pet'])})")
         at = points[int(np.argmin([abs(b - budget) for b in BUDGETS]))]
         ax.plot(100 * at[0], 100 * at[1], "o", markersize=9, mfc="none", color=line.get_color())
-    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)", xlim=(0, 3),
-           title=f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    print(f"trade-off curve: {out}")
+    save_curve(figure, ax, out, f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})", 3)
 
 
 if __name__ == "__main__":
