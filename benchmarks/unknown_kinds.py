@@ -95,8 +95,8 @@ def leave_one_kind_out(rule: Rule, pets: Scores, fit: Mapping[str, Scores], eval
             for kind, scores in evaluation.items()}
 
 
-def neighbours(train_features: np.ndarray, k: int) -> Rule:
-    """A rule: the cosine similarity of a picture's features to its k-th nearest training pet, thresholded."""
+def neighbour_similarity(train_features: np.ndarray, k: int) -> Callable[[Scores], dict]:
+    """scores -> {"similarity": (N,)}: the cosine similarity of each picture's features to its k-th nearest training pet."""
     reference = train_features / np.linalg.norm(train_features, axis=1, keepdims=True)
 
     def similarity(s: Scores) -> dict:
@@ -104,7 +104,12 @@ def neighbours(train_features: np.ndarray, k: int) -> Rule:
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         return {"similarity": np.sort(x @ reference.T, axis=1)[:, -k]}
 
-    return _without_non_pets(similarity)
+    return similarity
+
+
+def neighbours(train_features: np.ndarray, k: int) -> Rule:
+    """A rule: `neighbour_similarity`, thresholded."""
+    return _without_non_pets(neighbour_similarity(train_features, k))
 
 
 def mahalanobis(train_features: np.ndarray, shrink: float = 1e-3) -> Rule:

@@ -169,3 +169,10 @@ def test_feature_rules_need_no_non_pets_and_catch_what_lies_away_from_the_traini
         assert rule.learns_from_non_pets is False
         flagged = rule(val, {}, 0.01)
         assert flagged(far).all() and unknown_kinds.rates(flagged(test)) < 0.03
+
+
+def test_the_neighbour_rule_scores_the_kth_nearest_training_pet():
+    train = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 2.0]])  # lengths do not count: cosines
+    query = {"features": np.array([[0.6, 0.8]])}  # cosines 0.6, 0.96, 0.8
+    similarities = [unknown_kinds.neighbour_similarity(train, k)(query)["similarity"][0] for k in (1, 2, 3)]
+    np.testing.assert_allclose(similarities, [0.96, 0.8, 0.6], rtol=1e-6)
