@@ -80,8 +80,14 @@ def plot(points: list[dict], non_pet_sets: list[str], pets: str, current: float,
             (line,) = ax.plot(x, y, style, label=f"{rule}: {name}", markersize=4)
             at = min(line_points, key=lambda p: abs(p["budget"] - current))
             ax.plot(100 * at[pets], 100 * at[name], "o", markersize=10, mfc="none", color=line.get_color())
-    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)", xlim=(0, 2.5),
-           title=f"Unknown trade-off: thresholds fitted on validation pets (circled: budget {current:.2%})")
+    save_curve(figure, ax, out, f"Unknown trade-off: thresholds fitted on validation pets (circled: budget {current:.2%})",
+               2.5)
+
+
+def save_curve(figure, ax, out: Path, title: str, xlim: float) -> None:
+    """The trade-off axes labelled and titled, written to `out` (benchmarks/unknown_kinds.py draws one too)."""
+    ax.set(xlabel="test cats and dogs answered unknown (%)", ylabel="non-pets answered unknown (%)", xlim=(0, xlim),
+           title=title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
