@@ -113,10 +113,10 @@ def test_download_checks_and_keeps_no_partial_file(tmp_path, file_server, zipped
 
     out = catdog("download", "--url", f"{url}/pets.zip", "--dest", dest, "--sha256", "0" * 64)
     assert out.returncode == 2 and "does not match" in out.stderr
-    assert list(dest.iterdir()) == []  # no half-written or unverified file
+    assert not dest.exists()  # no half-written or unverified file, nor the folder made for it
 
     out = catdog("download", "--url", f"{url}/missing.zip", "--dest", dest)
-    assert out.returncode == 2 and "404" in out.stderr and list(dest.iterdir()) == []
+    assert out.returncode == 2 and "404" in out.stderr and not dest.exists()
 
     out = catdog("download", "--url", f"{url}/pets.zip", "--dest", dest, "--sha256", digest)
     assert out.returncode == 0, out.stderr
@@ -127,9 +127,10 @@ def test_download_checks_and_keeps_no_partial_file(tmp_path, file_server, zipped
     out = catdog("download", "--url", f"{url}/fake.zip", "--dest", dest)
     assert out.returncode == 2 and "not a zip" in out.stderr and not (dest / "fake.zip").exists()
 
-    # A failed download into folders it had to make leaves none of them behind.
+    # A failed download into folders it had to make leaves none of them behind; a folder that was there stays.
     out = catdog("download", "--url", f"{url}/missing.zip", "--dest", tmp_path / "new" / "deeper")
     assert out.returncode == 2 and "404" in out.stderr and not (tmp_path / "new").exists()
+    assert list(dest.iterdir()) == [dest / "pets.zip"]
 
 
 def test_downloaded_zip_is_found_by_prepare(tmp_path, file_server, zipped_tree, catdog_home):
