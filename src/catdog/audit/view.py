@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from catdog.console import quiet_stderr
@@ -72,12 +71,10 @@ def _view_of(keras_file: Path, float32: bool = False):
 
 def _convert(view, out: Path) -> None:
     """Writes `view` as a float LiteRT file (float16 weights, as `catdog export` does)."""
-    from catdog.export.converters import convert, write_savedmodel
+    from catdog.export.converters import litert_copy
     from catdog.inference.keras_runtime import resize_height
 
-    with tempfile.TemporaryDirectory() as folder:
-        write_savedmodel(view, Path(folder), resize_height(view), flat=False)
-        flatbuffer = convert(Path(folder))
+    flatbuffer = litert_copy(view, resize_height(view))
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     partial.write_bytes(flatbuffer)

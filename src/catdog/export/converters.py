@@ -47,12 +47,14 @@ INT8_ERROR_LIMIT = 1.5  # RMS error of a layer's int8 output, in quantisation st
 DEBUG_IMAGES = 16
 
 
-def litert_copy(model: keras.Model, size: int) -> bytes:
-    """A TFLite flatbuffer of `model` (one output, kept as the model gives it) for uint8 pixels
-    (N, size, size, 3), float32 throughout, weights too: for LiteRT to run a part of a network
-    exactly (within float rounding) and faster than Keras (`catdog.training.views`)."""
+def litert_copy(model: keras.Model, size: int | None, float16_weights: bool = True) -> bytes:
+    """A float TFLite flatbuffer of `model` (float32 layers) for uint8 pixels (N, size, size, 3),
+    its outputs kept as the model gives them: weights stored as float16 (`convert`), or as float32
+    for LiteRT to run a part of a network exactly, within float rounding (`catdog.training.views`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        write_savedmodel(float32_copy(model), Path(tmp) / "saved", size, flat=False)
+        write_savedmodel(model, Path(tmp) / "saved", size, flat=False)
+        if float16_weights:
+            return convert(Path(tmp) / "saved")
         return tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "saved")).convert()
 
 

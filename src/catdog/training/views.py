@@ -148,13 +148,13 @@ def _litert_forward(bottom: keras.Model, size: int):
     pictures/s, batch 32, inference mode), after a conversion of 6 s; the maps agree with
     Keras's within 5e-5 (float16 keeps them to 0.008). Its input is uint8: augmented pixels are
     rounded to whole numbers, as a saved picture's are."""
-    from catdog.export.converters import litert_copy
+    from catdog.export.converters import float32_copy, litert_copy
     from catdog.inference.runtime import LiteRTRuntime
 
     with tempfile.TemporaryDirectory() as tmp:
         flat = Path(tmp) / "bottom.tflite"
         with console.quiet_stderr():  # the converter's and LiteRT's native log lines
-            flat.write_bytes(litert_copy(bottom, size))
+            flat.write_bytes(litert_copy(float32_copy(bottom), size, float16_weights=False))
             runtime = LiteRTRuntime(flat)
         (name,) = runtime.output_names
         yield lambda pixels: runtime.run(pixels)[name]
