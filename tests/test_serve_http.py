@@ -176,6 +176,22 @@ def test_headers_sent_a_byte_at_a_time_are_answered_408(server):
     assert waited < READ_TIMEOUT_S + 2, waited
 
 
+def test_the_408_survives_a_client_that_goes_on_sending(server):
+    """The server half-closes and drains: closing at once with the client's bytes unread would
+    answer them with a TCP reset (seen in CI as ConnectionResetError after the 408)."""
+    port, _ = server
+    with connect(port) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 4096\r\n\r\n" + b"x" * 100)
+        sock.settimeout(READ_TIMEOUT_S + 5)
+        answer = sock.recv(65536)  # the 408, once the read timeout has passed
+        sock.sendall(b"x" * 1000)  # the client has not read it yet and still sends its body
+        time.sleep(0.3)
+        rest, _ = read_until_closed(sock, 5)  # the whole answer, then a clean close: no reset
+    status, headers, _ = parse(answer + rest)
+    assert status == 408 and headers["connection"] == "close"
+
+
 def test_a_connection_that_sends_nothing_is_closed(server):
     port, _ = server
     with connect(port) as sock:

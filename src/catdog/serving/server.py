@@ -11,6 +11,10 @@ connection for as long as the client liked. `Protocol` bounds each state of a co
     reading    from a request's first byte, `read_timeout_s` to send all of it, headers and
                body: then 408 and the connection closes
     answering  the app's own `timeout_s` (504)
+    closing    after an answer the server writes itself (400, 408), it sends its FIN and reads
+               and drops what the client still sends for up to LINGER_S, as nginx's lingering
+               close does: closing at once with unread bytes would send a TCP reset, which
+               can reach the client before it has read its answer
 
 `run` exits quietly after SIGTERM: uvicorn re-raises the signal once it has shut down, which
 would kill the process (status 143) even after a clean drain.
@@ -32,6 +36,7 @@ from catdog import __version__
 from catdog.errors import InputsFailed
 
 DRAIN_S = 30  # after SIGTERM or Ctrl-C, the requests in flight get this long to be answered
+LINGER_S = 2.0  # after its own answer, the server drops what the client still sends for this long
 
 
 class Protocol(H11Protocol):
@@ -42,12 +47,15 @@ class Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
         self.read_deadline: asyncio.TimerHandle | None = None
+        self.lingering: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport):
         super().connection_made(transport)
         self._watch()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:  # answered and half-closed: the rest of the request is dropped
+            return
         super().data_received(data)
         self._watch()
 
@@ -60,6 +68,8 @@ class Protocol(H11Protocol):
             self.logger.info('%s - "%s %s HTTP/%s" client disconnected before its answer', self._peer(),
                              self.scope["method"], self.scope["path"], self.scope["http_version"])
         self._stop_reading()
+        if self.lingering is not None:
+            self.lingering.cancel()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -98,7 +108,7 @@ class Protocol(H11Protocol):
                 self.cycle.disconnected = True
             self._answer(408, f"request not read in full within {self.read_timeout:g} s (the server's read timeout)")
         else:  # answered early; the rest of the body is not wanted
-            self.transport.close()
+            self._close()
 
     def _answer(self, status: int, text: str) -> None:
         """A plain-text answer written by the server itself, not the app; the connection then closes."""
@@ -109,7 +119,18 @@ class Protocol(H11Protocol):
         for event in (h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
                       h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
-        self.transport.close()
+        self._close()
+
+    def _close(self) -> None:
+        """Closes once the answer is out and the client has stopped sending (or after LINGER_S)."""
+        if self.lingering is not None or self.transport.is_closing():
+            return
+        if not self.transport.can_write_eof():  # TLS: no half-close
+            self.transport.close()
+            return
+        self.transport.write_eof()  # FIN after the answer; the client's EOF then closes the transport
+        self.lingering = self.loop.call_later(LINGER_S, self.transport.close)
+        self.flow.resume_reading()  # keep draining what the client sends, even if a pipelined request paused it
 
     def _peer(self) -> str:
         return "%s:%d" % self.client if self.client else "-"
