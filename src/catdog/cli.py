@@ -2,6 +2,7 @@
 
     catdog download                          # Microsoft's Cats-and-Dogs zip into the cache
     catdog prepare --data train.zip [val_fraction=0.1 test_fraction=0.1]   # check every image, write the split
+    catdog prepare --data train.zip --shards DIR   # ... and write it as TFRecord shards (train shards=DIR)
     catdog config [--preset P | --config FILE] [key=value ...]           # the resolved config, explained
     catdog train --data train.zip [--preset mobilenet | --config runs/X/config.json] [key=value ...]
     catdog train --resume runs/NAME          # continue an interrupted or failed run
@@ -100,6 +101,14 @@ def _prepare(args) -> int:
     print(format_summary(work, report))
     for line in skipped_lines(work, report):
         print(f"catdog: {line}", file=sys.stderr)
+    if args.shards:
+        from catdog.data import shards
+
+        bar = console.progress_bar(total=report["images"], unit="picture", desc="shards")
+        index = shards.write(work, args.shards, args.image_size, args.shard_size, progress=bar.update)
+        bar.close()
+        files = sum(len(split["files"]) for split in index["splits"].values())
+        print(f"{report['images']} pictures at {args.image_size} px in {files} shards -> {args.shards}/{shards.INDEX}")
     return 0
 
 
@@ -340,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", metavar="SHARE", help="same as val_fraction=SHARE (0.1)")
     p.add_argument("--test-fraction", metavar="SHARE", help="same as test_fraction=SHARE (0.1)")
     p.add_argument("--force", action="store_true", help="redo even if a manifest exists")
+    p.add_argument("--shards", metavar="DIR", help="also write the split as TFRecord shards there (a folder, or "
+                                                   "gs://... : any filesystem TensorFlow reads), for `train shards=DIR`")
+    p.add_argument("--image-size", type=int, default=224, metavar="PX",
+                   help="side the shards' pictures are resized to: the run's image_size (224, lite0's)")
+    p.add_argument("--shard-size", type=int, default=1024, metavar="N", help="pictures per shard (1024)")
     p.set_defaults(func=_prepare, rest="settings")
 
     for name, what in (("config", "print the resolved config, one line per key with its meaning"),

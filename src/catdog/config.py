@@ -44,6 +44,7 @@ class Config:
     relabel: str = ""  # a list of labels to change (`catdog audit --relabel-out FILE`), after the split is made
     near_duplicate_bits: int = 0  # keep pictures whose perceptual hashes differ by at most this many bits in one split; 0 = exact copies only
     cache: str = "auto"  # decoded pixels: "memory", "disk" (in the run folder), "none" (streamed), "auto" (by size)
+    shards: str = ""  # train and validate from TFRecord shards of the split (`catdog prepare --shards DIR`); any TF filesystem
 
     # --- augmentation (training pipeline only)
     augment: bool = True  # random transforms of training batches (the ones below)
@@ -228,6 +229,9 @@ def _check_whole(cfg: Config) -> Config:
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise ConfigError(f"val_fraction + test_fraction: expected less than 1, got "
                           f"{cfg.val_fraction} + {cfg.test_fraction}")
+    if cfg.shards and cfg.max_images:
+        raise ConfigError(f"shards={cfg.shards} with max_images={cfg.max_images}: shards hold whole splits; "
+                          f"leave max_images=0, or train from the pictures")
     return cfg
 
 

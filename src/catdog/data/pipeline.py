@@ -34,6 +34,7 @@ from catdog.data.augmentation import build_augmentation, seeded_augmentation
 from catdog.data.images import ImageError, load_image
 from catdog.data.prepare import Example
 from catdog.data.rows import RowsFile
+from catdog.data.shards import ShardSet
 
 MEMORY_SHARE = 0.25  # cache=auto keeps decoded pixels in RAM up to this share of it
 
@@ -156,6 +157,57 @@ class _DiskCache:
         return pixels, label, tf.constant(True)
 
 
+class _Files:
+    """Pictures decoded by the project's loader from their files (or the disk cache's rows):
+    `in_order`, or `shuffled` by a seeded shuffle of the references, decoded after."""
+
+    def __init__(self, references: tf.data.Dataset, load, count: int):
+        self.references, self.load, self.count = references, load, count
+
+    def in_order(self) -> tf.data.Dataset:
+        return self._decoded(self.references)
+
+    def shuffled(self, seed, reshuffle: bool) -> tf.data.Dataset:
+        return self._decoded(self.references.shuffle(self.count, seed=seed, reshuffle_each_iteration=reshuffle))
+
+    def _decoded(self, references: tf.data.Dataset) -> tf.data.Dataset:
+        # deterministic: the order stays the references' (a seeded shuffle's, or the examples')
+        ds = references.map(self.load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.filter(_readable).map(_pixels_and_label)
+
+
+class _InMemory:
+    """Another source's pictures decoded once and kept in RAM; a full-size shuffle of them gives
+    the order a shuffle of the files' references does for the same seed."""
+
+    def __init__(self, source, count: int):
+        self.pixels, self.count = source.in_order().cache(), count
+
+    def in_order(self) -> tf.data.Dataset:
+        return self.pixels
+
+    def shuffled(self, seed, reshuffle: bool) -> tf.data.Dataset:
+        return self.pixels.shuffle(self.count, seed=seed, reshuffle_each_iteration=reshuffle)
+
+
+def _source(examples: Sequence[Example], cfg: Config, mode: str, cache_file, unreadable: Unreadable | None):
+    """Where the pictures come from (`cfg.shards`, the disk cache, or the files) and, for
+    cache=memory, kept."""
+    paths = [str(e.path) for e in examples]
+    labels = np.array([e.label for e in examples], dtype=np.float32)
+    if cfg.shards:
+        source = ShardSet.locate(cfg.shards, examples)
+    elif mode == "disk":
+        if cache_file is None:
+            raise ValueError("cache='disk' needs a cache_file")
+        disk = _DiskCache(cache_file, paths, cfg.image_size, unreadable)
+        source = _Files(tf.data.Dataset.from_tensor_slices((disk.good, labels[disk.good])), disk.read, len(paths))
+    else:
+        source = _Files(tf.data.Dataset.from_tensor_slices((paths, labels)), _decoder(cfg.image_size, unreadable),
+                        len(paths))
+    return _InMemory(source, len(paths)) if mode == "memory" else source
+
+
 def make_dataset(
     examples: Sequence[Example],
     cfg: Config,
@@ -166,58 +218,34 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels in 0..255, float32 label) for training or evaluation.
 
-    Images are decoded by the project's one loader; `cfg.cache` (module docstring) says where
-    they are kept between epochs ("disk" needs `cache_file`). Shuffling and augmentation happen
-    for `training` only; evaluation order is the order of `examples`, less unreadable pictures.
+    Images are decoded by the project's one loader, or read from `cfg.shards` (`catdog.data.shards`);
+    `cfg.cache` (module docstring) says where they are kept between epochs ("disk" needs
+    `cache_file`; shards are streamed or kept in memory). Shuffling and augmentation happen for
+    `training` only; evaluation order is the order of `examples`, less unreadable pictures.
 
     With `epochs=(first, end)` (training), the dataset holds epochs first..end-1 back to back,
     `steps_per_epoch(examples, cfg)` batches each, every epoch in an order that depends on
-    `cfg.seed` and its number alone (the same in every cache mode): a run resumed at epoch k
-    sees the data an uninterrupted one would. Without it, the order is reshuffled every
-    iteration from a seed (one pass per epoch).
+    `cfg.seed` and its number alone (the same in every cache mode of files; shards streamed
+    mix in a bounded buffer, so their order is another): a run resumed at epoch k sees the
+    data an uninterrupted one would. Without it, the order is reshuffled every iteration from
+    a seed (one pass per epoch).
 
     Unreadable pictures are dropped and recorded in `unreadable`, and the set keeps its length
     all the same, wrapping around to its start: a training epoch has `steps_per_epoch` batches,
     an evaluation pass as many pictures as `examples` (Keras and multi-worker steps rely on a
     known count). A blank picture is never fed.
     """
-    paths = [str(e.path) for e in examples]
-    labels = np.array([e.label for e in examples], dtype=np.float32)
-    mode, _ = resolve_cache(cfg, len(paths))
-    if mode == "disk":
-        if cache_file is None:
-            raise ValueError("cache='disk' needs a cache_file")
-        disk = _DiskCache(cache_file, paths, cfg.image_size, unreadable)
-        refs = tf.data.Dataset.from_tensor_slices((disk.good, labels[disk.good]))
-        load = disk.read
-    else:
-        refs = tf.data.Dataset.from_tensor_slices((paths, labels))
-        load = _decoder(cfg.image_size, unreadable)
-
-    def decoded(references: tf.data.Dataset) -> tf.data.Dataset:
-        # deterministic: the order stays the references' (a seeded shuffle's, or the examples')
-        ds = references.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.filter(_readable).map(_pixels_and_label)
-
-    cached = decoded(refs).cache() if mode == "memory" else None
-
-    def shuffled(seed, reshuffle: bool) -> tf.data.Dataset:
-        """One pass in a seeded order: of the cached pixels, or of the references, then decoded.
-
-        A full-size shuffle of either gives the same order for the same seed; of references
-        it holds paths, not pixels.
-        """
-        if cached is not None:
-            return cached.shuffle(len(paths), seed=seed, reshuffle_each_iteration=reshuffle)
-        return decoded(refs.shuffle(len(paths), seed=seed, reshuffle_each_iteration=reshuffle))
+    count = len(examples)
+    mode, _ = resolve_cache(cfg, count)
+    source = _source(examples, cfg, mode, cache_file, unreadable)
 
     # Training batches are all full: TF 2.21's oneDNN kernels have crashed on a smaller last
     # batch (strided 1x1 conv gradients), and a shuffled set loses no example for good.
-    full_batches = training and len(paths) >= cfg.batch_size
+    full_batches = training and count >= cfg.batch_size
     steps = steps_per_epoch(examples, cfg)
     if training and epochs is not None:
         def epoch_of(epoch: int) -> tf.data.Dataset:
-            one_pass = shuffled(epoch_seed(cfg, epoch), reshuffle=False)
+            one_pass = source.shuffled(epoch_seed(cfg, epoch), reshuffle=False)
             # Dropped pictures would leave the epoch short of `steps`: wrap around to its start.
             batches = (one_pass.repeat() if full_batches else one_pass).batch(cfg.batch_size, full_batches)
             return batches.take(steps).enumerate().map(lambda step, xy: ((tf.constant(epoch, tf.int64), step), xy))
@@ -228,14 +256,13 @@ def make_dataset(
             ds = ds.map(seeded_augmentation(build_augmentation(cfg)))  # sequential: one seed state
         return ds.map(lambda at, xy: xy).prefetch(tf.data.AUTOTUNE)
     if training:
-        ds = shuffled(cfg.seed, reshuffle=True)
+        ds = source.shuffled(cfg.seed, reshuffle=True)
         ds = (ds.repeat() if full_batches else ds).batch(cfg.batch_size, full_batches).take(steps)
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))  # a known length: progress bars have a total
     else:
-        one_pass = cached if cached is not None else decoded(refs)
         # repeat() ends at once on an empty pass, so a set with no readable picture gives nothing.
-        ds = one_pass.repeat().take(len(paths)).batch(cfg.batch_size)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(paths) // cfg.batch_size)))
+        ds = source.in_order().repeat().take(count).batch(cfg.batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-count // cfg.batch_size)))
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.augment:
         augment = build_augmentation(cfg)

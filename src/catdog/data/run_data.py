@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from catdog.config import Config
+from catdog.data import shards
 from catdog.data.prepare import Example, load_split, prepare, read_report
 from catdog.errors import DataError
 
@@ -39,6 +40,8 @@ def check(cfg: Config) -> tuple[Path, dict]:
     if not report["images"]:
         raise DataError(f"{source}: no usable cat or dog pictures (expected train/cat.N.jpg, cat/ and dog/ "
                         f"folders, or PetImages/Cat and PetImages/Dog)")
+    if cfg.shards:
+        shards.check(cfg.shards, work, cfg.image_size)
     for name in ("train", "val"):
         examples = load_split(work / "manifest.csv", report["root"], name, cfg.max_images, cfg.seed)
         if len({e.label for e in examples}) < (2 if name == "train" else 1):
@@ -97,6 +100,12 @@ def _same_pictures(summary: dict, report: dict, work: Path, run_dir: Path) -> bo
 
 
 def split(run_dir: str | os.PathLike, name: str, max_images: int = 0, seed: int = 0,
-          own_copy: bool = False) -> list[Example]:
-    """One split ("train", "val", "test", "all") of a run folder's data, as `load_split` gives it."""
-    return load_split(Path(run_dir) / "manifest.csv", root(run_dir, own_copy), name, max_images, seed)
+          own_copy: bool = False, pictures: bool = True) -> list[Example]:
+    """One split ("train", "val", "test", "all") of a run folder's data, as `load_split` gives it.
+
+    With `pictures=False` (a worker that reads the run's shards), the examples keep the
+    recorded paths, which need not be on this machine.
+    """
+    run_dir = Path(run_dir)
+    where = root(run_dir, own_copy) if pictures else json.loads((run_dir / "data.json").read_text())["root"]
+    return load_split(run_dir / "manifest.csv", where, name, max_images, seed)

@@ -37,7 +37,7 @@ import numpy as np
 from catdog import config as config_lib
 from catdog import console, runs
 from catdog.config import Config, ConfigError
-from catdog.data import run_data
+from catdog.data import run_data, shards
 from catdog.training.clusters import Worker, tf_config, worker_from_env
 
 HISTORY_FIELDS = ["epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"]
@@ -71,22 +71,37 @@ def _open_run(cfg: Config, worker: Worker) -> Path:
 
 
 def _splits(run_dir: Path, cfg: Config, worker: Worker):
-    """This worker's training files, and its validation files padded to one length on all workers.
+    """This worker's training and validation examples, the steps every worker takes per epoch,
+    and the longest validation share (every worker pads its own to it: `_validation`).
 
-    Collectives need every worker to take the same number of steps, so padding examples (label
-    -1) even out the validation shards; metrics leave them out.
+    Examples are dealt out in turn; with `cfg.shards`, whole files are (file i to worker i mod n,
+    what tf.data's AutoShardPolicy.FILE does), and a worker reads no picture file at all.
     """
     # Each worker finds the pictures itself: the chief's unpacked copy is on the chief's machine alone.
-    train_ex, val_ex = (run_data.split(run_dir, name, cfg.max_images, cfg.seed, own_copy=not worker.is_chief)
-                        for name in ("train", "val"))
-    steps = len(train_ex) // worker.count // cfg.batch_size
+    train_ex, val_ex = (run_data.split(run_dir, name, cfg.max_images, cfg.seed, own_copy=not worker.is_chief,
+                                       pictures=not cfg.shards) for name in ("train", "val"))
+
+    def share(examples, index):
+        return shards.share(cfg.shards, examples, index, worker.count) if cfg.shards else examples[index::worker.count]
+
+    steps = min(len(share(train_ex, w)) for w in range(worker.count)) // cfg.batch_size
     if steps == 0:
         raise ConfigError(f"{len(train_ex)} training images cannot give each of {worker.count} workers "
                           f"one batch of {cfg.batch_size}: lower batch_size")
-    val = val_ex[worker.index::worker.count]
-    longest = -(-len(val_ex) // worker.count)
-    val += [dataclasses.replace(val[0], label=-1)] * (longest - len(val))
-    return train_ex[worker.index::worker.count], val, steps
+    longest = max(len(share(val_ex, w)) for w in range(worker.count))
+    return share(train_ex, worker.index), share(val_ex, worker.index), steps, longest
+
+
+def _validation(val_ex, cfg: Config, longest: int, unreadable):
+    """This worker's validation batches, padded with blank pictures labelled -1 (metrics leave them
+    out) to `longest` pictures: collectives need every worker to take the same number of steps."""
+    import tensorflow as tf
+
+    from catdog.data.pipeline import make_dataset
+
+    blank = tf.data.Dataset.from_tensors((tf.zeros((cfg.image_size, cfg.image_size, 3)), tf.constant(-1.0)))
+    own = make_dataset(val_ex, cfg, training=False, unreadable=unreadable).unbatch() if val_ex else blank.take(0)
+    return own.concatenate(blank.repeat(longest - len(val_ex))).batch(cfg.batch_size)
 
 
 def _metrics(labels: np.ndarray, logits: np.ndarray, losses: np.ndarray, prefix: str = "") -> dict:
@@ -259,7 +274,7 @@ def train(cfg: Config) -> Path:
     # First, before any other TensorFlow op: the collectives are set up when it is created.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     run_dir = _open_run(cfg, worker)
-    train_ex, val_ex, steps = _splits(run_dir, cfg, worker)
+    train_ex, val_ex, steps, val_longest = _splits(run_dir, cfg, worker)
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker
     state = runs.read_state(run_dir)  # the schema of a single-machine run's state.json
     if state.get("status") == "finished":  # a group restarted after the chief had finished: nothing left
@@ -277,8 +292,8 @@ def train(cfg: Config) -> Path:
         if transfer and "head_val_loss" not in state:
             plain = dataclasses.replace(cfg, cache="none", augment=False)
             extractor = model.get_layer("features")
-            head_train, head_val = (_features(extractor, make_dataset(ex, plain, training=False, unreadable=unreadable))
-                                    for ex in (train_ex, val_ex))
+            head_train = _features(extractor, make_dataset(train_ex, plain, training=False, unreadable=unreadable))
+            head_val = _features(extractor, _validation(val_ex, plain, val_longest, unreadable))
             best = _fit(strategy, worker, model.get_layer("head"), cfg,
                         distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed).repeat()
                                    .batch(cfg.batch_size, drop_remainder=True).take(steps)),
@@ -304,7 +319,7 @@ def train(cfg: Config) -> Path:
 
             _fit(strategy, worker, model, cfg,
                  distribute(lambda _: make_dataset(train_ex, local, training=True, unreadable=unreadable).take(steps)),
-                 distribute(lambda _: make_dataset(val_ex, local, training=False, unreadable=unreadable)),
+                 distribute(lambda _: _validation(val_ex, local, val_longest, unreadable)),
                  phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
                  patience=cfg.patience, steps=steps, save_best=True,
                  on_epoch=epoch_done)
