@@ -1,13 +1,14 @@
 """Training memory and speed against the number of pictures, per cache mode: is memory flat when streaming?
 
-    python benchmarks/scale.py                       # 2k, 10k, 50k pictures; memory, auto, none, disk
+    python benchmarks/scale.py                  # 2k, 10k, 50k pictures; memory, auto, none, disk, shards
     python benchmarks/scale.py --sizes 2000,10000 --caches none,memory --plot docs/scale.png
 
 Makes small synthetic JPEGs (the conftest's striped cats and dogs, 160 x 120 px) once per size,
-then runs one `catdog train` epoch of a tiny scratch net at 96 px on each (size, cache) in a
+then runs two `catdog train` epochs of a tiny scratch net at 96 px on each (size, cache) in a
 fresh process: its peak RSS (the kernel's, for that process alone) and its training images/s
-(Keras's step time of the epoch). Prints a table; writes benchmarks/results/scale.json and,
-with --plot, the figure.
+(the second epoch's wall time, validation included). "shards" is `catdog prepare --shards` (written before, not
+measured) and training from them streamed (cache=none). Prints a table; writes
+benchmarks/results/scale.json and, with --plot, the figure.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import synthetic_image  # noqa: E402  (the tests' own synthetic pictures)
 
-BATCH = 64
-TRAIN = ["image_size=96", "width=8", "stages=2", "max_images=0", "epochs=2", f"batch_size={BATCH}",
+BATCH, IMAGE_SIZE = 64, 96
+TRAIN = [f"image_size={IMAGE_SIZE}", "width=8", "stages=2", "max_images=0", "epochs=2", f"batch_size={BATCH}",
          "augment=false", "unknown=false"]
 
 
@@ -57,6 +58,10 @@ def run(sizes: list[int], caches: list[str], work: Path) -> list[dict]:
         data = make_pictures(work / f"pictures-{size}", size)
         for cache in caches:
             with tempfile.TemporaryDirectory(dir=work) as scratch:
+                if cache == "shards":  # written first, from the same CATDOG_HOME the training prepares in
+                    subprocess.run([sys.executable, "-m", "catdog.cli", "prepare", "--data", str(data), "--shards",
+                                    f"{scratch}/shards", "--image-size", str(IMAGE_SIZE)], check=True,
+                                   capture_output=True, env={**os.environ, "CATDOG_HOME": f"{scratch}/home"})
                 measure = [sys.executable, __file__, "--measure", str(data), cache, f"{scratch}/home", f"{scratch}/runs"]
                 done = subprocess.run(measure, capture_output=True, text=True)
                 if done.returncode:
@@ -104,13 +109,15 @@ def _child(data: str, cache: str, runs: str) -> None:
             seconds.append(time.perf_counter() - self.started)
 
     seconds: list[float] = []
-    cfg = config.resolve("tiny", [*TRAIN, f"data={data}", f"cache={cache}", f"runs_dir={runs}", "name=scale"])
+    source = [f"shards={Path(runs).parent / 'shards'}", "cache=none"] if cache == "shards" else [f"cache={cache}"]
+    cfg = config.resolve("tiny", [*TRAIN, f"data={data}", *source, f"runs_dir={runs}", "name=scale"])
     set_quiet(True)
     run_dir = train(cfg, callbacks=[EpochTimer()])
     steps = json.loads((run_dir / "data.json").read_text())["counts"]
     train_images = sum(n for key, n in steps.items() if key.startswith("train/"))
     used = train_images // BATCH * BATCH  # full batches only
     chosen = json.loads((run_dir / "state.json").read_text())["cache"]  # what cache=auto took
+    chosen = "shards" if cfg.shards else chosen
     print(json.dumps({"chosen": chosen, "epoch_seconds": [round(t, 2) for t in seconds],
                       "images_per_s": round(used / seconds[-1], 1)}))
 
@@ -150,7 +157,7 @@ def main() -> None:
         return None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,10000,50000", help="numbers of pictures, comma-separated")
-    parser.add_argument("--caches", default="memory,auto,none,disk")
+    parser.add_argument("--caches", default="memory,auto,none,disk,shards", help="cache modes, and shards")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "catdog-scale",
                         help="where the pictures are made (kept for the next run)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")

@@ -44,3 +44,15 @@ def test_train_speed_runs_both_recipes_and_writes_the_ratio(tmp_path, kaggle_tre
         assert 0 <= run["accuracy"] <= 1 and run["test_images"] == 8  # 10% of 80 pictures
     assert result["speedup"] == round(old["wall_seconds"] / new["wall_seconds"], 2)
     assert "faster" in done.stdout and str(out) in done.stdout
+
+
+def test_scale_measures_streaming_and_shards_in_fresh_processes(tmp_path):
+    """benchmarks/scale.py end to end on 200 pictures: a row per mode, shards written and trained from."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "200", "--caches",
+                           "none,shards", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["cache"], r["chosen"]) for r in rows] == [("none", "none"), ("shards", "shards")]
+    assert all(r["peak_rss_mb"] > 100 and r["images_per_s"] > 0 and len(r["epoch_seconds"]) == 2 for r in rows)
