@@ -157,33 +157,123 @@ def test_a_bfloat16_distributed_run_saves_a_float32_model(tmp_path, tree):
     assert len(predicted.stdout.splitlines()) == len(photos) == 80
 
 
-def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):
-    epochs = 6
-    log = tmp_path / "launch.log"
-    run_dir = tmp_path / "runs" / "ft"
+def _launch_and_signal(tmp_path, tree, name, signum, ready, launch_args=(), overrides=(), env=None):
+    """A tiny `catdog launch` run, and `signum` to its last worker once `ready(log, run_dir)`;
+    returns (the launcher's exit status, its stdout, its stderr log, whether the signal went)."""
+    log = tmp_path / f"{name}.log"
+    run_dir = tmp_path / "runs" / name
+    workers = int(dict(zip(launch_args[::2], launch_args[1::2])).get("--workers", 2))
     with open(log, "w") as stderr:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "catdog.cli", "launch", "--workers", "2", "--", "train", "--distributed",
-             "--preset", "tiny", "--data", str(tree), f"runs_dir={tmp_path / 'runs'}", "name=ft",
-             f"epochs={epochs}", "patience=100"], stdout=subprocess.PIPE, stderr=stderr, text=True)
-        killed, deadline = False, time.monotonic() + 300
-        while not killed and time.monotonic() < deadline and launcher.poll() is None:
-            history = run_dir / "history.csv"
-            if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
-                pid = int(next(line.split()[4] for line in log.read_text().splitlines()
-                               if line.startswith("[launch] worker 1 pid")))
-                os.kill(pid, signal.SIGKILL)
-                killed = True
+            [sys.executable, "-m", "catdog.cli", "launch", *launch_args, "--", "train", "--distributed",
+             "--preset", "tiny", "--data", str(tree), f"runs_dir={tmp_path / 'runs'}", f"name={name}", *overrides],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        signalled, deadline = False, time.monotonic() + 300
+        while not signalled and time.monotonic() < deadline and launcher.poll() is None:
+            text = log.read_text()
+            if ready(text, run_dir):
+                pid = int(next(line.split()[4] for line in text.splitlines()
+                               if line.startswith(f"[launch] worker {workers - 1} pid")))
+                os.kill(pid, signum)
+                signalled = True
             time.sleep(0.05)
         stdout, _ = launcher.communicate(timeout=300)
-    text = log.read_text()
+    return launcher.returncode, stdout, log.read_text(), signalled
+
+
+def _history_epochs(run_dir):
+    with open(run_dir / "history.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_a_killed_worker_is_restarted_and_no_finished_epoch_is_repeated(tmp_path, tree):
+    epochs = 6
+
+    def two_epochs_done(log, run_dir):
+        history = run_dir / "history.csv"
+        return history.exists() and len(history.read_text().splitlines()) >= 3  # header + 2 epochs
+
+    code, stdout, text, killed = _launch_and_signal(tmp_path, tree, "ft", signal.SIGKILL, two_epochs_done,
+                                                    overrides=[f"epochs={epochs}", "patience=100"])
+    run_dir = tmp_path / "runs" / "ft"
     assert killed, "the run ended before a worker could be killed"
-    assert launcher.returncode == 0, text[-3000:]
+    assert code == 0, text[-3000:]
     assert "exited with -9; restarting the group" in text
     assert stdout.strip() == str(run_dir)
-    with open(run_dir / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(epochs))
+    assert _history_epochs(run_dir) == list(range(epochs))
     assert not (run_dir / "backup").exists()
+
+
+STEP_LINE = re.compile(r"^\[worker 0\] images epoch (\d+)/\d+ step (\d+)/(\d+)$", re.M)
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_sigterm_mid_epoch_checkpoints_the_group_at_the_next_step_and_no_step_is_redone(tmp_path, tree, workers):
+    """SIGTERM to a worker after 2 steps of the second epoch: every worker checkpoints at the same
+    step and exits 75, `catdog launch` starts the group again (a preemption, not a failure: with
+    --retries 0), and the group resumes mid-epoch at that step. The chief logs every step
+    (CATDOG_LOG_STEPS=1), so the steps redone are counted: the last one logged before the stop,
+    less the one resumed at. Before the handler, the killed worker took the group back to the
+    epoch's start, and every step of it was redone."""
+    def two_steps_into_epoch_2(log, run_dir):
+        return any(int(epoch) == 2 and int(step) >= 2 for epoch, step, _ in STEP_LINE.findall(log))
+
+    code, stdout, text, signalled = _launch_and_signal(
+        tmp_path, tree, "pre", signal.SIGTERM, two_steps_into_epoch_2,
+        launch_args=["--workers", str(workers), "--retries", "0"],
+        overrides=["epochs=3", "patience=100", "max_images=0", "batch_size=2"],
+        env={**os.environ, "CATDOG_LOG_STEPS": "1"})
+    assert signalled, "the run ended before a worker could be sent SIGTERM"
+    assert code == 0, text[-3000:]
+    before, restarted, after = text.partition("exited with 75: the group was preempted and checkpointed; "
+                                              "restarting the group")
+    assert restarted, text[-3000:]
+    *_, (last_epoch, last_step, steps) = map(lambda hit: tuple(map(int, hit)), STEP_LINE.findall(before))
+    resumed = re.search(r"^\[worker 0\] images: resumed at step (\d+) of epoch (\d+)$", after, re.M)
+    assert resumed, after[-3000:]
+    at_step, at_epoch = int(resumed[1]), int(resumed[2])
+    assert 0 < at_step < steps, (at_epoch, at_step)  # mid-epoch
+    redone = (last_epoch - at_epoch) * steps + last_step - at_step
+    # The checkpoint is taken between two steps, after the last one logged: none is redone.
+    assert redone == 0, (last_epoch, last_step, at_epoch, at_step)
+    run_dir = tmp_path / "runs" / "pre"
+    assert stdout.strip() == str(run_dir)
+    assert _history_epochs(run_dir) == [0, 1, 2]  # an uninterrupted run's rows, none twice
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "finished" and state["epochs_done"] == 3
+    assert not (run_dir / "backup").exists()
+
+
+def _examples(tree):
+    from catdog.data.prepare import Example
+
+    return [Example(path, int(path.name.startswith("dog")), "train") for path in sorted(tree.glob("train/*.jpg"))]
+
+
+def _as_arrays(dataset):
+    return [np.concatenate([np.asarray(t).ravel() for t in batch]) for batch in dataset]
+
+
+def test_a_restarted_group_sees_the_batches_an_uninterrupted_one_would(tree):
+    """The batches a worker trains on from step 3 of epoch 2 are those an uninterrupted run trains
+    on from there: pictures (with their augmentation) and the head's features."""
+    import tensorflow as tf
+
+    from catdog.config import resolve
+    from catdog.training.distributed import feature_epochs, picture_epochs
+
+    cfg = resolve("tiny", ["epochs=3", "max_images=0", "batch_size=4"])
+    shard = _examples(tree)[1::2]  # a worker's share, one picture in two
+    steps = len(shard) // cfg.batch_size - 1  # fewer than one pass: a group's count, not the shard's own
+    features = tf.data.Dataset.from_tensor_slices((np.arange(len(shard), dtype=np.float32)[:, None],
+                                                   np.zeros(len(shard), np.float32)))
+    for batches in (picture_epochs(shard, cfg, steps, None), feature_epochs(features, cfg, steps, cfg.epochs)):
+        whole, restarted = _as_arrays(batches(0, 0)), _as_arrays(batches(1, 3))
+        assert len(whole) == 3 * steps
+        assert len(restarted) == len(whole) - steps - 3
+        for mine, theirs in zip(restarted, whole[steps + 3:], strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+        assert not all(np.array_equal(a, b) for a, b in zip(whole[:steps], whole[steps:2 * steps]))  # reshuffled
 
 
 def test_distributed_needs_a_run_name_and_tf_config(tmp_path, tree):

@@ -23,7 +23,8 @@
 The contract scripts rely on: stdout carries results only (JSON lines, CSV, a table, a path);
 progress and messages go to stderr, progress bars only on a terminal and never with --quiet;
 every error is one line `catdog: ...` on stderr and an exit status from `catdog.errors`
-(0 done, 1 some inputs failed, 2 usage / config / data / model error, 70 a bug, 130 interrupted).
+(0 done, 1 some inputs failed, 2 usage / config / data / model error, 70 a bug, 75 a preempted
+--distributed worker to start again, 130 interrupted).
 Handlers check what they were given before importing TensorFlow or touching anything.
 """
 
@@ -46,6 +47,8 @@ exit status:
   1    some inputs failed; every other input was still answered
   2    usage, config, data or model error: nothing was created or changed
   70   a bug in catdog: rerun with --debug (or CATDOG_DEBUG=1) and report the traceback
+  75   train --distributed: a worker of the group got SIGTERM, every worker checkpointed the
+       same step; the same command resumes there (catdog launch restarts the group itself)
   130  interrupted (Ctrl-C); an interrupted run says so in its folder and resumes with --resume
 
 stdout carries results only (JSON lines, CSV, tables, the run path); progress and messages go
@@ -372,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("launch", help="run a catdog command as N local TF_CONFIG workers",
                 description="e.g. catdog launch --workers 2 -- train --distributed --preset tiny name=x")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--retries", type=int, default=3, help="restarts of the group after a worker dies")
+    p.add_argument("--retries", type=int, default=3,
+                   help="restarts of the group after a worker dies (a preempted group's restarts are not counted)")
     p.add_argument("command_", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=_launch)
 

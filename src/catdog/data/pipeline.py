@@ -215,6 +215,7 @@ def make_dataset(
     cache_file: str | Path | None = None,
     epochs: tuple[int, int] | None = None,
     unreadable: Unreadable | None = None,
+    steps: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels in 0..255, float32 label) for training or evaluation.
 
@@ -224,11 +225,12 @@ def make_dataset(
     `training` only; evaluation order is the order of `examples`, less unreadable pictures.
 
     With `epochs=(first, end)` (training), the dataset holds epochs first..end-1 back to back,
-    `steps_per_epoch(examples, cfg)` batches each, every epoch in an order that depends on
-    `cfg.seed` and its number alone (the same in every cache mode of files; shards streamed
-    mix in a bounded buffer, so their order is another): a run resumed at epoch k sees the
-    data an uninterrupted one would. Without it, the order is reshuffled every iteration from
-    a seed (one pass per epoch).
+    `steps` batches each (default `steps_per_epoch(examples, cfg)`; multi-worker shares of
+    different sizes need one count), every epoch in an order that depends on `cfg.seed` and its
+    number alone (the same in every cache mode of files; shards streamed mix in a bounded
+    buffer, so their order is another): a run resumed at epoch k sees the data an
+    uninterrupted one would. Without it, the order is reshuffled every iteration from a seed
+    (one pass per epoch).
 
     Unreadable pictures are dropped and recorded in `unreadable`, and the set keeps its length
     all the same, wrapping around to its start: a training epoch has `steps_per_epoch` batches,
@@ -242,7 +244,7 @@ def make_dataset(
     # Training batches are all full: TF 2.21's oneDNN kernels have crashed on a smaller last
     # batch (strided 1x1 conv gradients), and a shuffled set loses no example for good.
     full_batches = training and count >= cfg.batch_size
-    steps = steps_per_epoch(examples, cfg)
+    steps = steps or steps_per_epoch(examples, cfg)
     if training and epochs is not None:
         def epoch_of(epoch: int) -> tf.data.Dataset:
             one_pass = source.shuffled(epoch_seed(cfg, epoch), reshuffle=False)

@@ -15,18 +15,32 @@ Keras's `model.fit` fails under this strategy (keras-team/keras#20585, Keras 3.1
 step is our own, under `strategy.run`, with the model, pipeline, optimizer, schedule and loss
 of `catdog.training.train`.
 
-Fault tolerance: after every epoch the model, optimizer, epoch and early-stopping state are
-checkpointed under `<run>/backup/`. A worker that dies breaks its peers' collectives, so the
+Fault tolerance: after every epoch the model, optimizer, epoch, step and early-stopping state
+are checkpointed under `<run>/backup/`. A worker that dies breaks its peers' collectives, so the
 group is restarted with the same command (`catdog launch` does it) and resumes from there,
-losing at most the unfinished epoch.
+losing at most the unfinished epoch. SIGTERM, what Kubernetes and Slurm send before they evict
+or preempt, loses no step of the images phase: TensorFlow's PreemptionCheckpointHandler has every
+worker checkpoint after the same step, the next one any worker reaches, and exit with
+`errors.Restart` (status 75); the restarted group resumes at that step, with the batches an
+uninterrupted run would train on there (each epoch's order and augmentation come from the seed
+and its number: `picture_epochs`). The handler saves only then, so the steps cost nothing more.
+The head phase (a few seconds on pooled features) keeps its per-epoch checkpoints alone: a
+SIGTERM there is logged and ignored by TensorFlow's own watcher until the images phase begins.
+TensorFlow's handler does nothing on a Google Cloud CPU VM (its own limit): there, SIGTERM
+changes nothing, and the platform's SIGKILL loses the unfinished epoch, as before.
+
+$CATDOG_LOG_STEPS=N: the chief also logs one line every N training steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import functools
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,6 +52,7 @@ from catdog import config as config_lib
 from catdog import console, runs
 from catdog.config import Config, ConfigError
 from catdog.data import run_data, shards
+from catdog.errors import Restart
 from catdog.training.clusters import Worker, tf_config, worker_from_env
 
 HISTORY_FIELDS = ["epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"]
@@ -114,18 +129,42 @@ def _metrics(labels: np.ndarray, logits: np.ndarray, losses: np.ndarray, prefix:
             f"{prefix}auc": float(auc), f"{prefix}loss": float(np.mean(losses))}
 
 
-class _History:
-    """history.csv with the columns of a single-machine run; rows past a restored epoch are dropped."""
+class _EpochLog:
+    """The chief's record of a phase: the files of a single-machine run (history_head.csv for the
+    head phase; history.csv and TensorBoard's train/ and validation/, scalars named epoch_<metric>,
+    for the images phase), cut to the epochs before `resume_at`, and one line an epoch on stderr
+    (and one every $CATDOG_LOG_STEPS steps, for long epochs and for tests)."""
 
-    def __init__(self, path: Path, resume_at: int):
+    def __init__(self, run_dir: Path, phase: str, epochs: int, images: bool, resume_at: int):
+        import tensorflow as tf
+
         from catdog.training.resume import history_rows
 
-        self.path = path
-        if not history_rows(path, resume_at):  # cut to the restored epochs; a new file gets its header
+        self.phase, self.epochs = phase, epochs
+        self.every = int(os.environ.get("CATDOG_LOG_STEPS") or 0)
+        self.path = run_dir / ("history.csv" if images else "history_head.csv")
+        if not history_rows(self.path, resume_at):  # cut to the restored epochs; a new file gets its header
             self._write([], "w")
+        self.boards = {split: tf.summary.create_file_writer(str(run_dir / "tensorboard" / split))
+                       for split in ("train", "validation")} if images else {}
 
-    def append(self, row: dict) -> None:
+    def step(self, epoch: int, done: int, steps: int) -> None:
+        if self.every and done % self.every == 0:
+            print(f"{self.phase} epoch {epoch + 1}/{self.epochs} step {done}/{steps}", file=sys.stderr, flush=True)
+
+    def epoch(self, row: dict, seconds: float) -> None:
+        import tensorflow as tf
+
         self._write([row], "a")
+        for split, writer in self.boards.items():
+            with writer.as_default():
+                prefix = "val_" if split == "validation" else ""
+                for name in ("loss", "accuracy", "auc"):
+                    tf.summary.scalar(f"epoch_{name}", row[prefix + name], step=row["epoch"])
+            writer.flush()
+        print(f"{self.phase} epoch {row['epoch'] + 1}/{self.epochs}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k != "epoch") + f" ({seconds:.1f} s)",
+            flush=True, file=sys.stderr)
 
     def _write(self, rows: list[dict], mode: str) -> None:
         with self.path.open(mode, newline="") as f:
@@ -135,38 +174,9 @@ class _History:
             writer.writerows(rows)
 
 
-def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phase: str, run_dir: Path,
-         lr: float, epochs: int, patience: int, steps: int, save_best: bool, on_epoch=None) -> float:
-    """Trains `model` for up to `epochs` epochs under `strategy`; returns the best validation loss.
-
-    Resumes from the phase's checkpoint if there is one. With `save_best`, the chief saves the
-    full model at each new best (like ModelCheckpoint); without, the best weights are restored
-    at the end (like EarlyStopping's restore_best_weights), as `catdog.training.train` does per phase.
-    `on_epoch(epochs_done)` runs on the chief after each epoch's checkpoint.
-    """
+def _step_functions(strategy, model, optimizer, loss_fn, global_batch: int):
+    """(train_step, val_step): one distributed step each, returning every worker's (logits, labels, losses)."""
     import tensorflow as tf
-
-    from catdog.training.train import make_loss, make_optimizer
-
-    replicas = strategy.num_replicas_in_sync
-    with strategy.scope():
-        # The linear scaling rule: n times the batch, n times the step size.
-        optimizer = make_optimizer(cfg, lr * replicas, steps, epochs)
-        optimizer.build(model.trainable_variables)
-        loss_fn = make_loss(cfg, reduction=None)
-        epoch_var, best_var, wait_var = (tf.Variable(v, trainable=False) for v in (0, np.inf, 0))
-        best_weights = [tf.Variable(w, trainable=False) for w in model.weights] if not save_best else []
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var,
-                                     wait=wait_var, best_weights=best_weights)
-    backup = run_dir / "backup" / phase
-    if latest := tf.train.latest_checkpoint(backup):
-        checkpoint.restore(latest)
-    # Each worker writes: the chief where the run is, the others to a scratch copy deleted at the end.
-    # The scratch copy lives outside the run folder: a worker still saving its last epoch must
-    # not bring back the backup/ folder that the chief removes once the run is done.
-    scratch = backup if worker.is_chief else Path(tempfile.mkdtemp(prefix=f"catdog-{phase}-worker{worker.index}-"))
-    manager = tf.train.CheckpointManager(checkpoint, scratch, max_to_keep=1)
-    global_batch = cfg.batch_size * replicas
 
     @tf.function
     def train_step(x, y):
@@ -189,50 +199,141 @@ def _fit(strategy, worker: Worker, model, cfg: Config, train_ds, val_ds, *, phas
 
         return [strategy.gather(t, axis=0) for t in strategy.run(step, args=(x, y))]
 
-    def run(step, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(labels, logits, per-example losses) of every worker's examples in one pass."""
-        outs = [step(x, y) for x, y in dataset]
-        logits, labels, losses = (np.concatenate([np.asarray(o[i]).ravel() for o in outs]) for i in range(3))
-        return labels, logits, losses
+    return train_step, val_step
 
-    # The files of a single-machine run: history_head.csv for the head phase, history.csv and
-    # TensorBoard's train/ and validation/ (scalars named epoch_<metric>) for the images phase.
-    log = run_dir / ("history.csv" if save_best else "history_head.csv")
-    history = _History(log, int(epoch_var.numpy())) if worker.is_chief else None
-    boards = {split: tf.summary.create_file_writer(str(run_dir / "tensorboard" / split))
-              for split in ("train", "validation")} if history and save_best else {}
-    for epoch in range(int(epoch_var.numpy()), epochs):
-        if int(wait_var.numpy()) >= patience:
-            break  # stopped early before the restart
-        started = time.perf_counter()
-        row = {"epoch": epoch, **_metrics(*run(train_step, train_ds)), **_metrics(*run(val_step, val_ds), "val_")}
-        if row["val_loss"] < float(best_var.numpy()):
-            best_var.assign(row["val_loss"])
-            wait_var.assign(0)
-            for variable, weight in zip(best_weights, model.weights):
-                variable.assign(weight)
-            if save_best and worker.is_chief:
-                model.save(run_dir / "model.keras")
-        else:
-            wait_var.assign_add(1)
-        epoch_var.assign(epoch + 1)
-        if history:  # the row first: a restart drops rows past the checkpoint, never misses one
-            history.append(row)
-            for split, writer in boards.items():
-                with writer.as_default():
-                    prefix = "val_" if split == "validation" else ""
-                    for name in ("loss", "accuracy", "auc"):
-                        tf.summary.scalar(f"epoch_{name}", row[prefix + name], step=epoch)
-                writer.flush()
-        manager.save()
-        if worker.is_chief and on_epoch:
-            on_epoch(epoch + 1)
-        if worker.is_chief:
-            print(f"{phase} epoch {epoch + 1}/{epochs}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in row.items() if k != "epoch") + f" ({time.perf_counter() - started:.1f} s)",
-                flush=True, file=sys.stderr)
-    if not worker.is_chief:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+def _gathered(outs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, logits, per-example losses) of the steps' outputs, every worker's examples."""
+    logits, labels, losses = (np.concatenate([np.asarray(o[i]).ravel() for o in outs]) for i in range(3))
+    return labels, logits, losses
+
+
+def _train_epoch(step_fn, batches, step_var, first_step: int, steps: int, on_step=None) -> list:
+    """Steps first_step..steps-1 of an epoch on `batches`, `step_var` counting them; their outputs."""
+    outs = []
+    for step in range(first_step, steps):
+        outs.append(step_fn(*next(batches)))
+        step_var.assign(step + 1)
+        if on_step:
+            on_step(step + 1, steps)
+    return outs
+
+
+def _keep_best(val_loss: float, best_var, wait_var, best_weights: list, model) -> bool:
+    """Early stopping's bookkeeping after an epoch; whether `val_loss` is a new best (its weights then kept)."""
+    if val_loss >= float(best_var.numpy()):
+        wait_var.assign_add(1)
+        return False
+    best_var.assign(val_loss)
+    wait_var.assign(0)
+    for variable, weight in zip(best_weights, model.weights):
+        variable.assign(weight)
+    return True
+
+
+@contextlib.contextmanager
+def _preemption_handler(strategy, checkpoint, backup: Path, save, stopped):
+    """TensorFlow's PreemptionCheckpointHandler for a step loop (call `handler.run(step, ...)`).
+
+    It restores the latest checkpoint in `backup` on every worker (the chief's: the handler
+    counts its own steps in it, and the workers agree on the step to save by that count), and
+    takes SIGTERM over until the loop is done: after SIGTERM to any worker, every worker calls
+    `save` at the same step, then raises `stopped()`. Before, TensorFlow's own SIGTERM watcher
+    (set up with the strategy's coordination service) logs the signal and goes on; after, SIGTERM
+    is back to what Python reported before, its default: the worker ends, and the group restarts.
+    """
+    import tensorflow as tf
+    from tensorflow.python.util import deprecation
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def exit_fn():
+        raise stopped()
+
+    termination = tf.distribute.experimental.TerminationConfig(exit_fn=exit_fn, save_fn=save)
+    try:
+        # The handler's own save reads its deprecated `total_run_calls`: a warning about TF's code, not ours.
+        with deprecation.silence():
+            yield tf.distribute.experimental.PreemptionCheckpointHandler(
+                strategy.cluster_resolver, checkpoint, str(backup), termination)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fit(strategy, worker: Worker, model, cfg: Config, train_batches, val_ds, *, phase: str, run_dir: Path,
+         lr: float, epochs: int, patience: int, steps: int, save_best: bool, per_step: bool = False,
+         on_epoch=None) -> float:
+    """Trains `model` for up to `epochs` epochs under `strategy`; returns the best validation loss.
+
+    `train_batches(first, done)` gives this worker's training batches from step `done` of epoch
+    `first` to the end, `steps` an epoch, back to back. Resumes from the phase's checkpoint if
+    there is one, taken after every epoch and, with `per_step`, at the step after a SIGTERM to
+    any worker (then every worker raises `Restart`). With `save_best`, the chief saves the full
+    model at each new best (like ModelCheckpoint); without, the best weights are restored at the
+    end (like EarlyStopping's restore_best_weights), as `catdog.training.train` does per phase.
+    `on_epoch(epochs_done)` runs on the chief after each epoch's checkpoint.
+    """
+    import tensorflow as tf
+
+    from catdog.training.train import make_loss, make_optimizer
+
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        # The linear scaling rule: n times the batch, n times the step size.
+        optimizer = make_optimizer(cfg, lr * replicas, steps, epochs)
+        optimizer.build(model.trainable_variables)
+        loss_fn = make_loss(cfg, reduction=None)
+        epoch_var, step_var, best_var, wait_var = (tf.Variable(v, trainable=False) for v in (0, 0, np.inf, 0))
+        best_weights = [tf.Variable(w, trainable=False) for w in model.weights] if not save_best else []
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, step=step_var,
+                                     best=best_var, wait=wait_var, best_weights=best_weights)
+    backup = run_dir / "backup" / phase
+    # Each worker writes: the chief where the run is, the others to a scratch copy deleted at the end.
+    # The scratch copy lives outside the run folder: a worker still saving its last epoch must
+    # not bring back the backup/ folder that the chief removes once the run is done.
+    scratch = backup if worker.is_chief else Path(tempfile.mkdtemp(prefix=f"catdog-{phase}-worker{worker.index}-"))
+    manager = tf.train.CheckpointManager(checkpoint, scratch, max_to_keep=1)
+    train_step, val_step = _step_functions(strategy, model, optimizer, loss_fn, cfg.batch_size * replicas)
+
+    def stopped():
+        return Restart(f"{phase}: a worker of the group got SIGTERM; every worker checkpointed after step "
+                       f"{int(step_var.numpy())} of epoch {int(epoch_var.numpy()) + 1} and stopped: start the "
+                       f"same command again to resume there (catdog launch does)")
+
+    step_fn = train_step
+    try:
+        with contextlib.ExitStack() as stack:
+            if per_step:  # the handler restores the checkpoint itself; its `run` is a step, and a checkpoint when due
+                handler = stack.enter_context(_preemption_handler(strategy, checkpoint, backup, manager.save, stopped))
+                step_fn = functools.partial(handler.run, train_step)
+            elif latest := tf.train.latest_checkpoint(backup):
+                checkpoint.restore(latest)
+            first, done = int(epoch_var.numpy()), int(step_var.numpy())
+            if worker.is_chief and (first or done):
+                print(f"{phase}: resumed at step {done} of epoch {first + 1}", file=sys.stderr, flush=True)
+            if first < epochs:  # each worker feeds its own shard
+                batches = iter(strategy.distribute_datasets_from_function(lambda _: train_batches(first, done)))
+            log = _EpochLog(run_dir, phase, epochs, save_best, first) if worker.is_chief else None
+            for epoch in range(first, epochs):
+                if int(wait_var.numpy()) >= patience:
+                    break  # stopped early before the restart
+                started = time.perf_counter()
+                outs = _train_epoch(step_fn, batches, step_var, done if epoch == first else 0, steps,
+                                    functools.partial(log.step, epoch) if log else None)
+                labels, logits, losses = _gathered([val_step(x, y) for x, y in val_ds])
+                row = {"epoch": epoch, **_metrics(*_gathered(outs)), **_metrics(labels, logits, losses, "val_")}
+                if _keep_best(row["val_loss"], best_var, wait_var, best_weights, model) and save_best and worker.is_chief:
+                    model.save(run_dir / "model.keras")
+                epoch_var.assign(epoch + 1)
+                step_var.assign(0)
+                if log:  # the row first: a restart drops rows past the checkpoint, never misses one
+                    log.epoch(row, time.perf_counter() - started)
+                manager.save()
+                if worker.is_chief and on_epoch:
+                    on_epoch(epoch + 1)
+    finally:
+        if not worker.is_chief:
+            shutil.rmtree(scratch, ignore_errors=True)
     for variable, weight in zip(best_weights, model.weights):
         weight.assign(variable)
     return float(best_var.numpy())
@@ -245,6 +346,33 @@ def _features(extractor, dataset):
     from catdog.training.views import features_and_labels
 
     return tf.data.Dataset.from_tensor_slices(features_and_labels(extractor, dataset))
+
+
+def picture_epochs(train_ex, cfg: Config, steps: int, unreadable):
+    """`train_batches(first, done)` for `_fit` over this worker's pictures: `make_dataset(epochs=)`'s
+    epochs first..cfg.epochs-1, each `steps` batches in its own seeded order and augmentation."""
+    from catdog.data.pipeline import make_dataset
+
+    def batches(first: int, done: int):
+        return make_dataset(train_ex, cfg, training=True, epochs=(first, cfg.epochs), unreadable=unreadable,
+                            steps=steps).skip(done)
+
+    return batches
+
+
+def feature_epochs(features, cfg: Config, steps: int, end: int):
+    """`train_batches(first, done)` for `_fit` over (feature, label) pairs: epochs first..end-1, each
+    `steps` full batches in the order `epoch_seed(cfg, k)` gives (as `make_dataset(epochs=)` does
+    for pictures), so that a restarted group sees the batches an uninterrupted one would."""
+    import tensorflow as tf
+
+    from catdog.data.pipeline import epoch_seed
+
+    def epoch(k: int):
+        one_pass = features.shuffle(len(features), seed=epoch_seed(cfg, k), reshuffle_each_iteration=False)
+        return one_pass.repeat().batch(cfg.batch_size, drop_remainder=True).take(steps)
+
+    return lambda first, done: functools.reduce(tf.data.Dataset.concatenate, map(epoch, range(first, end))).skip(done)
 
 
 def train(cfg: Config) -> Path:
@@ -295,8 +423,7 @@ def train(cfg: Config) -> Path:
             head_train = _features(extractor, make_dataset(train_ex, plain, training=False, unreadable=unreadable))
             head_val = _features(extractor, _validation(val_ex, plain, val_longest, unreadable))
             best = _fit(strategy, worker, model.get_layer("head"), cfg,
-                        distribute(lambda _: head_train.shuffle(len(train_ex), seed=cfg.seed).repeat()
-                                   .batch(cfg.batch_size, drop_remainder=True).take(steps)),
+                        feature_epochs(head_train, cfg, steps, cfg.head_epochs),
                         distribute(lambda _: head_val.batch(cfg.batch_size)),
                         phase="head", run_dir=run_dir, lr=cfg.head_learning_rate, epochs=cfg.head_epochs,
                         patience=max(cfg.patience, 5), steps=steps, save_best=False)
@@ -317,12 +444,10 @@ def train(cfg: Config) -> Path:
                 state["epochs_done"] = done
                 runs.write_state(run_dir, state)
 
-            _fit(strategy, worker, model, cfg,
-                 distribute(lambda _: make_dataset(train_ex, local, training=True, unreadable=unreadable).take(steps)),
+            _fit(strategy, worker, model, cfg, picture_epochs(train_ex, local, steps, unreadable),
                  distribute(lambda _: _validation(val_ex, local, val_longest, unreadable)),
                  phase="images", run_dir=run_dir, lr=cfg.learning_rate, epochs=cfg.epochs,
-                 patience=cfg.patience, steps=steps, save_best=True,
-                 on_epoch=epoch_done)
+                 patience=cfg.patience, steps=steps, save_best=True, per_step=True, on_epoch=epoch_done)
     if len(unreadable):  # each worker its own file: they decode different pictures
         unreadable.write(run_dir / ("unreadable.json" if worker.is_chief else f"unreadable-worker{worker.index}.json"))
     if worker.is_chief:
