@@ -5,8 +5,9 @@
 Prepares the data, writes the training split's first `--images` pictures' shards (`catdog
 prepare --shards`, at 224 px), then times `make_dataset`'s training batches (the lite0 preset's
 augmentation, cache=none: streamed, decoded every epoch) through one epoch from each, in the
-same process, after a warm-up epoch. No model runs: this is the rate the pipeline can feed a
-step at. Prints a table; writes benchmarks/results/shards.json.
+same process, after a warm-up epoch; then the same without augmentation (decoding alone). No
+model runs: this is the rate the pipeline can feed a step at. Prints a table; writes
+benchmarks/results/shards.json.
 """
 
 from __future__ import annotations
@@ -60,18 +61,21 @@ def main() -> None:
     shards.write(work, folder, cfg.image_size, per_shard=per_shard)
     written = time.perf_counter() - started
     train = data.load_split(work / "manifest.csv", report["root"], "train")[:count]
-    rows = [{"source": "files (cache=none)", "images_per_s": round(_epoch_rate(train, cfg), 1)},
-            {"source": "shards", "images_per_s": round(_epoch_rate(train, config.override(cfg, {"shards": folder})), 1)}]
+    rows = []
+    for augment in (True, False):  # the preset's pipeline; then decoding alone
+        for source, changes in (("files (cache=none)", {}), ("shards", {"shards": folder})):
+            timed = config.override(cfg, {**changes, "augment": augment})
+            rows.append({"source": source, "augment": augment, "images_per_s": round(_epoch_rate(train, timed), 1)})
     shard_bytes = sum(os.path.getsize(p) for p in Path(folder).glob("*.tfrecord"))
     result = {"command": " ".join(sys.argv), "cpus": os.cpu_count(), "image_size": cfg.image_size,
               "batch_size": cfg.batch_size, "pictures_timed": count, "rows": rows,
               "shards_write_seconds": round(written, 1), "pictures_written": report["images"],
               "shard_kb_per_picture": round(shard_bytes / report["images"] / 1024, 1),
-              "ratio": round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)}
-    print(f"{'source':<20} {'images/s':>9}")
+              "ratio": [round(rows[i + 1]["images_per_s"] / rows[i]["images_per_s"], 2) for i in (0, 2)]}
+    print(f"{'source':<20} {'augment':>8} {'images/s':>9}")
     for row in rows:
-        print(f"{row['source']:<20} {row['images_per_s']:>9}")
-    print(f"shards / files: {result['ratio']}x; writing {report['images']:,} pictures took {written:.0f} s "
+        print(f"{row['source']:<20} {str(row['augment']):>8} {row['images_per_s']:>9}")
+    print(f"shards / files: {result['ratio'][0]}x augmented, {result['ratio'][1]}x decoding alone; writing {report['images']:,} pictures took {written:.0f} s "
           f"({result['shard_kb_per_picture']} KB a picture)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
