@@ -109,6 +109,18 @@ def test_shards_of_another_split_size_or_sample_are_refused(written, kaggle_tree
         shards.ShardSet.locate(str(out) + "-missing", splits["train"])
 
 
+def test_a_shard_cut_short_or_missing_is_named_before_training(written):
+    work, out, _ = written
+    shard = f"{out}/train-00003-of-00007.tfrecord"
+    with open(shard, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(DataError, match="train-00003-of-00007.tfrecord: 100 bytes, shards.json says"):
+        shards.check(out, work, SIZE)
+    os.remove(shard)
+    with pytest.raises(DataError, match="train-00003-of-00007.tfrecord: missing"):
+        shards.check(out, work, SIZE)
+
+
 def test_shards_go_to_any_filesystem_tensorflow_writes(kaggle_tree):
     """ram:// stands in for gs:// or s3://: nothing in reading or writing assumes a local path."""
     work = data.prepare(kaggle_tree)

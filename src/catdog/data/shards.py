@@ -94,7 +94,8 @@ def write(work: str | os.PathLike, out: str, image_size: int, per_shard: int = 1
                         writer.write(_record(jpeg, label, path))
                         if progress:
                             progress(1)
-                files.append({"file": name, "count": len(chunk), "first": rows[0][0], "last": rows[-1][0]})
+                files.append({"file": name, "count": len(chunk), "first": rows[0][0], "last": rows[-1][0],
+                              "bytes": tf.io.gfile.stat(_join(out, name)).length})
             index["splits"][split] = {"files": files, "rows_sha256": _rows_sha256(
                 [(_relative(e, report["root"]), e.label) for e in examples])}
     with tf.io.gfile.GFile(_join(out, INDEX), "w") as f:
@@ -136,7 +137,19 @@ def check(folder: str, work: str | os.PathLike, image_size: int) -> dict:
                                                                            Path(report["root"]), split)]
         if index["splits"][split]["rows_sha256"] != _rows_sha256(rows):
             raise DataError(f"shards={folder}: its {split} split is not the manifest's; {again}")
+    for entry in (e for split in SPLITS for e in index["splits"][split]["files"]):
+        _check_file(_join(folder, entry["file"]), entry["bytes"], again)
     return index
+
+
+def _check_file(path: str, size: int, again: str) -> None:
+    """A shard missing or of another size (a copy cut short) fails here, before any step."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"{path}: missing from the shards; {again}")
+    if (found := tf.io.gfile.stat(path).length) != size:
+        raise DataError(f"{path}: {found:,} bytes, shards.json says {size:,} (cut short or changed?); {again}")
 
 
 @dataclass(frozen=True)
