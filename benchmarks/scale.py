@@ -132,8 +132,9 @@ def plot(rows: list[dict], out: Path) -> None:
     for cache in dict.fromkeys(r["cache"] for r in rows):
         mine = [r for r in rows if r["cache"] == cache]
         x = [r["images"] for r in mine]
-        rss.plot(x, [r["peak_rss_mb"] for r in mine], marker="o", label=f"cache={cache}")
-        speed.plot(x, [r["images_per_s"] for r in mine], marker="o", label=f"cache={cache}")
+        label = "shards (streamed)" if cache == "shards" else f"cache={cache}"
+        rss.plot(x, [r["peak_rss_mb"] for r in mine], marker="o", label=label)
+        speed.plot(x, [r["images_per_s"] for r in mine], marker="o", label=label)
     for ax, label in ((rss, "peak RSS of `catdog train` (MB)"), (speed, "training images/s")):
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["images"] for r in rows}), [f"{r:,}" for r in sorted({r["images"] for r in rows})])
