@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import write_kaggle_tree
 from PIL import Image
 
 from catdog import config
@@ -93,20 +94,27 @@ def test_workers_share_the_files_in_turn_and_each_reads_only_its_own(written):
     np.testing.assert_array_equal(labels, [e.label for e in shares[1]])
 
 
-def test_shards_of_another_split_size_or_sample_are_refused(written, kaggle_tree):
+def test_shards_of_another_split_size_or_sample_are_refused(written, kaggle_tree, tmp_path):
     work, out, splits = written
     assert shards.check(out, work, SIZE)["image_size"] == SIZE
     with pytest.raises(DataError, match="--image-size 64"):
         shards.check(out, work, 64)
     other = data.prepare(kaggle_tree, val_fraction=0.2)
-    with pytest.raises(DataError, match="another split"):
+    with pytest.raises(DataError, match="its train split is not the manifest's"):
         shards.check(out, other, SIZE)
+    with pytest.raises(ConfigError, match="shard-size"):
+        shards.write(work, out, SIZE, per_shard=0)
+    with pytest.raises(ConfigError, match="image_size"):
+        shards.write(work, out, 8)
     with pytest.raises(DataError, match="max_images=0"):
         shards.ShardSet.locate(out, splits["train"][::2])  # a sample, as max_images takes
     with pytest.raises(ConfigError, match="max_images"):
         config.resolve("tiny", [f"shards={out}"])  # tiny samples 32 pictures a split
     with pytest.raises(DataError, match="catdog prepare --shards"):
         shards.ShardSet.locate(str(out) + "-missing", splits["train"])
+    other_pictures = write_kaggle_tree(tmp_path / "other", per_class=40, seed=1)
+    with pytest.raises(DataError, match="made from other pictures"):
+        shards.check(out, data.prepare(other_pictures), SIZE)
 
 
 def test_a_shard_cut_short_or_missing_is_named_before_training(written):

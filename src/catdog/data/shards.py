@@ -70,11 +70,16 @@ def _record(jpeg: bytes, label: int, path: str) -> bytes:
 def write(work: str | os.PathLike, out: str, image_size: int, per_shard: int = 1024, progress=None) -> dict:
     """Writes the split of `prepare`'s work folder as shards under `out`; returns the index.
 
-    `progress(n)` is called as pictures are written. Files of an earlier index in `out` are
-    replaced; `shards.json` is written last, so a folder without it holds no usable shards.
+    `progress(n)` is called as pictures are written. `shards.json` is removed first and written
+    last, so a folder without it holds no usable shards, and it lists this write's files alone.
     """
     import tensorflow as tf
 
+    from catdog.config import ConfigError, parse_value
+
+    parse_value("image_size", image_size)  # the range a run's image_size may take
+    if per_shard < 1:
+        raise ConfigError(f"--shard-size: expected 1 or more pictures a shard, got {per_shard}")
     work, report = Path(work), read_report(work)
     tf.io.gfile.makedirs(out)
     if tf.io.gfile.exists(_join(out, INDEX)):
@@ -126,9 +131,9 @@ def check(folder: str, work: str | os.PathLike, image_size: int) -> dict:
     """The shards' index, checked to hold `prepare`'s split of the run's data at `image_size`."""
     index, report = _index(folder), read_report(work)
     again = f"write them again: catdog prepare --data {report['settings']['source']} --shards {folder}"
-    if index["content_sha256"] != report["content_sha256"] or index["settings"] != report["settings"]:
-        raise DataError(f"shards={folder}: made from other pictures or another split than "
-                        f"{report['settings']['source']}; {again}")
+    # The pictures' content hash and each split's rows decide; where the source lies does not.
+    if index["content_sha256"] != report["content_sha256"]:
+        raise DataError(f"shards={folder}: made from other pictures than {report['settings']['source']}; {again}")
     if index["image_size"] != image_size:
         raise DataError(f"shards={folder}: pictures of {index['image_size']} px, this run trains at "
                         f"{image_size} px; {again} --image-size {image_size}")
