@@ -80,7 +80,7 @@ def write(work: str | os.PathLike, out: str, image_size: int, per_shard: int = 1
     parse_value("image_size", image_size)  # the range a run's image_size may take
     if per_shard < 1:
         raise ConfigError(f"--shard-size: expected 1 or more pictures a shard, got {per_shard}")
-    work, report = Path(work), read_report(work)
+    report = read_report(work)
     tf.io.gfile.makedirs(out)
     if tf.io.gfile.exists(_join(out, INDEX)):
         tf.io.gfile.remove(_join(out, INDEX))
@@ -88,29 +88,37 @@ def write(work: str | os.PathLike, out: str, image_size: int, per_shard: int = 1
              "settings": report["settings"], "splits": {}}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for split in SPLITS:
-            examples = load_split(work / "manifest.csv", Path(report["root"]), split)
-            chunks = [examples[i:i + per_shard] for i in range(0, len(examples), per_shard)]
+            examples, rows = _split(work, report, split)
+            starts = range(0, len(examples), per_shard)
             files = []
-            for number, chunk in enumerate(chunks):
-                name = f"{split}-{number:05d}-of-{len(chunks):05d}.tfrecord"
-                rows = [(_relative(e, report["root"]), e.label) for e in chunk]
-                with tf.io.TFRecordWriter(_join(out, name)) as writer:
-                    for (path, label), jpeg in zip(rows, pool.map(lambda e: _encode(e.path, image_size), chunk)):
-                        writer.write(_record(jpeg, label, path))
-                        if progress:
-                            progress(1)
-                files.append({"file": name, "count": len(chunk), "first": rows[0][0], "last": rows[-1][0],
-                              "bytes": tf.io.gfile.stat(_join(out, name)).length})
-            index["splits"][split] = {"files": files, "rows_sha256": _rows_sha256(
-                [(_relative(e, report["root"]), e.label) for e in examples])}
+            for number, at in enumerate(starts):
+                name, part = f"{split}-{number:05d}-of-{len(starts):05d}.tfrecord", slice(at, at + per_shard)
+                size = _write_file(_join(out, name), examples[part], rows[part], image_size, pool, progress)
+                files.append({"file": name, "count": len(rows[part]), "first": rows[part][0][0],
+                              "last": rows[part][-1][0], "bytes": size})
+            index["splits"][split] = {"files": files, "rows_sha256": _rows_sha256(rows)}
     with tf.io.gfile.GFile(_join(out, INDEX), "w") as f:
         f.write(json.dumps(index, indent=1) + "\n")
     _index.cache_clear()
     return index
 
 
-def _relative(example: Example, root: str) -> str:
-    return Path(example.path).relative_to(root).as_posix()
+def _split(work: str | os.PathLike, report: dict, split: str) -> tuple[list[Example], list[tuple[str, int]]]:
+    """A split's examples in the manifest's order, and their (manifest path, label) rows."""
+    examples = load_split(Path(work) / "manifest.csv", Path(report["root"]), split)
+    return examples, [(Path(e.path).relative_to(report["root"]).as_posix(), e.label) for e in examples]
+
+
+def _write_file(path: str, examples, rows, image_size: int, pool, progress) -> int:
+    """One shard: the pictures encoded in parallel, written in order; returns its size in bytes."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for (name, label), jpeg in zip(rows, pool.map(lambda e: _encode(e.path, image_size), examples)):
+            writer.write(_record(jpeg, label, name))
+            if progress:
+                progress(1)
+    return tf.io.gfile.stat(path).length
 
 
 @functools.lru_cache(maxsize=8)
@@ -138,9 +146,7 @@ def check(folder: str, work: str | os.PathLike, image_size: int) -> dict:
         raise DataError(f"shards={folder}: pictures of {index['image_size']} px, this run trains at "
                         f"{image_size} px; {again} --image-size {image_size}")
     for split in SPLITS:
-        rows = [(_relative(e, report["root"]), e.label) for e in load_split(Path(work) / "manifest.csv",
-                                                                           Path(report["root"]), split)]
-        if index["splits"][split]["rows_sha256"] != _rows_sha256(rows):
+        if index["splits"][split]["rows_sha256"] != _rows_sha256(_split(work, report, split)[1]):
             raise DataError(f"shards={folder}: its {split} split is not the manifest's; {again}")
     for entry in (e for split in SPLITS for e in index["splits"][split]["files"]):
         _check_file(_join(folder, entry["file"]), entry["bytes"], again)
