@@ -445,3 +445,13 @@ def test_sigint_during_predict(ctx, tmp_path):
     assert err.strip() == "catdog: interrupted", err
     lines = out.splitlines()
     assert all(re.fullmatch(r"\{.*\}", line) for line in lines), lines[-3:]  # whole lines only
+
+
+def test_ctrl_c_inside_a_c_call_is_an_interruption_not_a_bug():
+    """Seen in CI: SIGINT while numpy converted an array gave a SystemError caused by KeyboardInterrupt."""
+    from catdog.cli import _one_line
+
+    error = SystemError("<built-in method __array__> returned a result with an exception set")
+    error.__cause__ = KeyboardInterrupt()
+    assert _one_line(error) == (130, "interrupted")
+    assert _one_line(SystemError("other"))[0] == 70

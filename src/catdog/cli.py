@@ -513,7 +513,8 @@ _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirec
 
 def _one_line(error: BaseException) -> tuple[int, str]:
     """The exit status and the one line that report `error` (see catdog.errors)."""
-    if isinstance(error, KeyboardInterrupt):
+    # Ctrl-C inside a C extension's call (numpy's __array__, say) can reach us as a SystemError caused by it.
+    if isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted"
     if isinstance(error, CatdogError):
         return error.exit_code, str(error)
