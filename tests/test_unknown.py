@@ -220,3 +220,30 @@ def test_the_imagenet_view_is_the_detectors_own_imagenet_side(tmp_path):
     assert np.corrcoef(windows.mean(axis=1).ravel(), logits.ravel())[0, 1] > 0.95
     with pytest.raises(ValueError, match="no ImageNet pet detector"):
         imagenet_view(build_model(config.resolve("tiny")))
+
+
+def test_pet_similarity_is_the_nearest_prototypes_cosine_and_leaves_the_rest_alone(tmp_path):
+    """`with_pet_similarity` adds one output to the shipped model; the others do not move, and it round-trips."""
+    from catdog.models.pet_detector import imagenet_view, with_pet_similarity
+
+    model = keras.saving.load_model(SHIPPED_MODEL, compile=False)
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 224, 224, 3)).astype(np.float32)
+    pixels[0] = 255
+    features = np.asarray(imagenet_view(model)(pixels)["features"], np.float64)
+    prototypes = np.random.default_rng(1).normal(size=(16, features.shape[1]))
+    prototypes[3] = features[1] * 2.0  # picture 1 lies on a prototype (length does not matter)
+    extended = with_pet_similarity(model, prototypes)
+    before, after = model(pixels), extended(pixels)
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-6, atol=1e-6)
+    unit = prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True)
+    expected = np.max(features / np.linalg.norm(features, axis=1, keepdims=True) @ unit.T, axis=1)
+    np.testing.assert_allclose(np.ravel(after["pet_similarity"]), expected, atol=2e-3)  # float16 prototypes
+    assert float(np.ravel(after["pet_similarity"])[1]) == pytest.approx(1.0, abs=2e-3)
+
+    extended.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(pixels)["pet_similarity"], after["pet_similarity"], rtol=1e-6)
+    assert imagenet_view(loaded)(pixels)["features"].shape == features.shape  # the audit's view still finds its parts
+    again = with_pet_similarity(loaded, prototypes[:4])  # recalibrating replaces the prototypes
+    assert again.get_layer("pet_similarity").count == 4 and set(again(pixels)) == set(after)
