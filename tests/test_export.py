@@ -17,13 +17,14 @@ from catdog.export import converters, parity
 from catdog.export.exporter import ParityError, export
 from catdog.inference.predictor import Scored
 from catdog.inference.runtime import load_runtime
-from catdog.models.pet_detector import PetEvidence
+from catdog.models.layers import PetEvidence, PetSimilarity
 
 SIZE = 32
 
 
-def detector_model() -> keras.Model:
-    """A small stand-in for the shipped model: resizing and scaling inside, the same three outputs."""
+def detector_model(similarity: bool = False) -> keras.Model:
+    """A small stand-in for the shipped model: resizing and scaling inside, the same three outputs
+    (and `pet_similarity` to 4 random prototypes, with `similarity`)."""
     keras.utils.set_random_seed(0)
     pixels = keras.Input((None, None, 3), name="pixels")
     x = keras.layers.Resizing(SIZE, SIZE, name="resize")(pixels)
@@ -33,7 +34,12 @@ def detector_model() -> keras.Model:
     # A bias well above the spread: the answer ("dog") does not hinge on int8 rounding.
     logit = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(4.0), name="logit")(x)
     p_pet, pet_energy = PetEvidence(name="pet_evidence")(keras.layers.Dense(1000, name="imagenet")(x))
-    return keras.Model(pixels, {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy})
+    outputs = {"logit": logit, "p_pet": p_pet, "pet_energy": pet_energy}
+    if similarity:
+        layer = PetSimilarity(4, name="pet_similarity")
+        outputs["pet_similarity"] = layer(x)
+        layer.set_prototypes(np.random.default_rng(0).uniform(0, 1, (4, 8)))
+    return keras.Model(pixels, outputs)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +81,28 @@ def test_round_trip(model_dir, tmp_path, fmt, atol):
     assert written["parity"]["images"] == 6 and written["parity"]["passed"] is True
     assert written["parity"]["agreement"] == 1.0
     assert ("accuracy_drop" in written["parity"]["required"]) == (fmt == "tflite-int8")
+
+
+# int8 flattens pet_similarity to one value (its ops are quantised whole); not solved yet, so a model
+# with prototypes is exported as float (the shipped one is) until it is.
+INT8_SIMILARITY = pytest.param("tflite-int8", 2e-2, marks=pytest.mark.xfail(strict=True, reason="int8 flattens it"))
+
+
+@pytest.mark.parametrize("fmt, atol", [("savedmodel", 1e-4), ("tflite", 1e-2), INT8_SIMILARITY])
+def test_pet_similarity_survives_export(tmp_path, fmt, atol):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    detector_model(similarity=True).save(folder / "model.keras")
+    meta = dict(class_names=["cat", "dog"], image_size=SIZE, temperature=1.0,
+                unknown_thresholds={"p_pet": 1e-9, "pet_energy": -100.0, "pet_similarity": -1.0})
+    (folder / "model.json").write_text(json.dumps(meta))
+    data = write_kaggle_tree(tmp_path / "data", per_class=40)
+    out = tmp_path / ("exported" if fmt == "savedmodel" else "exported.tflite")
+    written = export(folder / "model.keras", fmt, out=out, data=data, check_images=6)
+    assert written["output_names"] == ["logit", "p_pet", "pet_energy", "pet_similarity"]
+    expected = load_runtime(folder / "model.keras").run(pixels())["pet_similarity"]
+    assert np.ptp(expected) > 0.01  # the pictures are not all equally near
+    np.testing.assert_allclose(load_runtime(out).run(pixels())["pet_similarity"], expected, atol=atol)
 
 
 def _flip_the_logit(monkeypatch):

@@ -223,7 +223,8 @@ def test_the_imagenet_view_is_the_detectors_own_imagenet_side(tmp_path):
 
 
 def test_pet_similarity_is_the_nearest_prototypes_cosine_and_leaves_the_rest_alone(tmp_path):
-    """`with_pet_similarity` adds one output to the shipped model; the others do not move, and it round-trips."""
+    """`with_pet_similarity` gives the shipped model new prototypes; the other outputs do not move, and it round-trips.
+    (The first time, on a model without them, is `test_calibrating_with_prototypes_...`.)"""
     from catdog.models.pet_detector import imagenet_view, with_pet_similarity
 
     model = keras.saving.load_model(SHIPPED_MODEL, compile=False)
@@ -234,7 +235,7 @@ def test_pet_similarity_is_the_nearest_prototypes_cosine_and_leaves_the_rest_alo
     prototypes[3] = features[1] * 2.0  # picture 1 lies on a prototype (length does not matter)
     extended = with_pet_similarity(model, prototypes)
     before, after = model(pixels), extended(pixels)
-    for name in before:
+    for name in set(before) - {"pet_similarity"}:
         np.testing.assert_allclose(after[name], before[name], rtol=1e-6, atol=1e-6)
     unit = prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True)
     expected = np.max(features / np.linalg.norm(features, axis=1, keepdims=True) @ unit.T, axis=1)
@@ -247,3 +248,28 @@ def test_pet_similarity_is_the_nearest_prototypes_cosine_and_leaves_the_rest_alo
     assert imagenet_view(loaded)(pixels)["features"].shape == features.shape  # the audit's view still finds its parts
     again = with_pet_similarity(loaded, prototypes[:4])  # recalibrating replaces the prototypes
     assert again.get_layer("pet_similarity").count == 4 and set(again(pixels)) == set(after)
+
+
+def test_calibrating_with_prototypes_adds_pet_similarity_and_its_threshold(mobilenet_run, tmp_path):
+    from catdog.training.prototypes import prototype_count
+
+    run = tmp_path / "run"
+    shutil.copytree(mobilenet_run, run)
+    old = json.loads((run / "model.json").read_text())
+    meta = calibrate(run, unknown_prototypes=4)
+    thresholds = meta["unknown_thresholds"]
+    assert set(thresholds) == {"p_pet", "pet_energy", "pet_similarity"} and -1.0 < thresholds["pet_similarity"] < 1.0
+    assert prototype_count(keras.saving.load_model(run / "model.keras")) == 4
+    predictor = Predictor(run)
+    assert "pet_similarity" in predictor.detector_scores
+    # Pet-like to the ImageNet classifier, far from every training pet: only the new score catches it.
+    pet_like = {"p_pet": 1.0, "pet_energy": thresholds["pet_energy"] + 10.0}
+    far, near = ({**pet_like, "pet_similarity": thresholds["pet_similarity"] + d} for d in (-0.05, 0.05))
+    assert predictor.record(Scored("far.jpg", 3.0, far))["label"] == "unknown"
+    assert predictor.record(Scored("near.jpg", 3.0, near))["label"] == "dog"
+    assert Predictor(run, meta=old).record(Scored("far.jpg", 3.0, far))["label"] == "dog"  # the old model.json
+    record = next(predictor.predict_paths([str(mobilenet_run / "../../data/train/dog.0.jpg")]))
+    assert -1.0 <= record["pet_similarity"] <= 1.0
+    # Switched off again: the layer stays in the model, unused.
+    assert set(calibrate(run, unknown_prototypes=0)["unknown_thresholds"]) == {"p_pet", "pet_energy"}
+    assert Predictor(run).record(Scored("far.jpg", 3.0, far))["label"] == "dog"

@@ -195,7 +195,8 @@ def _calibrate(args) -> int:
     from catdog import runs
 
     runs.check_run(args.run)
-    kw = _settings(args.settings, ("unknown_budget", "unknown_non_pets"), unknown_budget=args.unknown_budget)
+    kw = _settings(args.settings, ("unknown_budget", "unknown_non_pets", "unknown_prototypes"),
+                   unknown_budget=args.unknown_budget)
     calibrate = _heavy("catdog.training.calibrate")
     with console.progress_to_stderr():
         meta = calibrate.calibrate(args.run, **kw)
@@ -397,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", help="refit temperature and the unknown thresholds on validation")
     p.add_argument("run", help="run folder")
-    p.add_argument("settings", help="unknown_budget=SHARE, unknown_non_pets=FOLDER (default: the run's config)",
+    p.add_argument("settings", help="unknown_budget=SHARE, unknown_non_pets=FOLDER, unknown_prototypes=N "
+                                    "(default: the run's config)",
                    **settings)
     p.add_argument("--unknown-budget", metavar="SHARE", help="same as unknown_budget=SHARE: share of "
                    "validation pets the unknown detector may give up")

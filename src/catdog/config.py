@@ -73,6 +73,7 @@ class Config:
     unknown: bool = True  # add the ImageNet pet detector, so predict can answer "unknown"
     unknown_budget: float = 0.005  # share of validation cats and dogs allowed to fall below its threshold
     unknown_non_pets: str = ""  # a folder of pictures of neither cats nor dogs: the detector learns one score from them
+    unknown_prototypes: int = 0  # k-means centres of the training pets' ImageNet features for pet_similarity; 0 = unused
 
     # --- bookkeeping
     seed: int = 1337  # weights, sampling and the per-epoch data order
@@ -119,7 +120,7 @@ _RANGES = {
     "warmup_epochs": (0.0, 100_000, False), "weight_decay": (0.0, 10.0, False),
     "label_smoothing": (0.0, 1.0, True), "patience": (1, 100_000, False), "head_epochs": (1, 100_000, False),
     "head_learning_rate": (0.0, 10.0, False), "fine_tune_layers": (0, 100_000, False), "cached_views": (0, 1000, False),
-    "unknown_budget": (0.0, 0.5, True), "near_duplicate_bits": (0, 32, False),
+    "unknown_budget": (0.0, 0.5, True), "unknown_prototypes": (0, 65_536, False), "near_duplicate_bits": (0, 32, False),
 }
 _POSITIVE = {"learning_rate", "head_learning_rate"}
 

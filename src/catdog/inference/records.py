@@ -2,7 +2,7 @@
 
 A record is what `catdog predict` prints for one picture and the API returns:
 
-    {"path": "a.jpg", "label": "dog", "p_dog": 0.993[, "p_pet": ..., "pet_energy": ..., "pet_score": ...]}
+    {"path": "a.jpg", "label": "dog", "p_dog": 0.993[, "p_pet": ..., "pet_energy": ..., "pet_score": ..., ...]}
     {"path": "b.jpg", "error": "b.jpg: not an image (...)"}
 
 `write_records` streams them as JSON lines or CSV (and Kaggle's submission file) without
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 ANSWER_FIELDS = ("path", "label", "p_dog")
-DETECTOR_FIELDS = ("p_pet", "pet_energy", "pet_score")  # where the model has the unknown detector
+DETECTOR_FIELDS = ("p_pet", "pet_energy", "pet_score", "pet_similarity")  # where the model has the unknown detector
 CSV_FIELDS = (*ANSWER_FIELDS, *DETECTOR_FIELDS, "error")
 FIELD_NOTES = {  # what each field means, for the API's schema
     "path": "the client's file name (a label only, never used on disk)",
@@ -29,6 +29,8 @@ FIELD_NOTES = {  # what each field means, for the API's schema
     "pet_energy": "the unknown detector: log-sum-exp of the pet logits",
     "pet_score": "the unknown detector: both scores weighed into one, learned against pictures of neither "
                  "(where the model has it)",
+    "pet_similarity": "the unknown detector: cosine similarity of the ImageNet features to the nearest prototype "
+                      "of the training pets (where the model has them)",
 }
 FORMATS = ("jsonl", "csv")
 

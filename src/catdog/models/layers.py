@@ -80,7 +80,8 @@ class PetSimilarity(keras.layers.Layer):
         self.prototypes.assign(prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True))
 
     def call(self, features):
-        features = keras.ops.cast(features, "float32")
+        # (N, C), or (N, 1, 1, C) where the backbone pools with keepdims (MobileNet)
+        features = keras.ops.reshape(keras.ops.cast(features, "float32"), (-1, self.prototypes.shape[-1]))
         unit = features / keras.ops.maximum(keras.ops.norm(features, axis=-1, keepdims=True), 1e-12)
         similarity = keras.ops.matmul(unit, keras.ops.transpose(keras.ops.cast(self.prototypes, "float32")))
         return keras.ops.max(similarity, axis=-1, keepdims=True)

@@ -37,6 +37,7 @@ from catdog.inference.answers import (
 )
 from catdog.inference.predictor import Predictor, expand_paths
 from catdog.models.pet_detector import attach_pet_detector
+from catdog.training.prototypes import add_prototypes, prototype_count
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -146,23 +147,32 @@ def fit_pet_score(pets, non_pets, budget: float, folds: int = 5) -> tuple[dict, 
                   "caught_by_two_thresholds": float(np.mean(by_rule))}
 
 
-def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unknown_non_pets: str | None = None) -> dict:
+def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unknown_non_pets: str | None = None,
+              unknown_prototypes: int | None = None) -> dict:
     """Fits temperature (and the unknown thresholds) on the run's validation split; returns model.json.
 
     `unknown_budget` (default: the run's config) is the share of validation cats and dogs that
     the unknown detector may give up. `unknown_non_pets` (default: the run's config), a folder of
     pictures of neither, lets it learn one score from both kinds (`fit_pet_score`), used where it
-    catches more of them in cross-validation than the two thresholds do.
+    catches more of them in cross-validation than the two thresholds do. `unknown_prototypes`
+    (default: the run's config), where above 0, adds `pet_similarity` to the detector: the
+    training pets in that many k-means prototypes (`catdog.training.prototypes`), fitted once
+    and kept while the number stays the same; its threshold shares the budget.
     """
     run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
-    changes = {k: v for k, v in (("unknown_budget", unknown_budget), ("unknown_non_pets", unknown_non_pets))
-               if v is not None}
+    changes = {k: v for k, v in (("unknown_budget", unknown_budget), ("unknown_non_pets", unknown_non_pets),
+                                 ("unknown_prototypes", unknown_prototypes)) if v is not None}
     cfg = config_lib.override(cfg, changes)
     val_ex = run_data.split(run_dir, "val", cfg.max_images, cfg.seed)
     model = keras.saving.load_model(run_dir / "model.keras")
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
-        keras.saving.save_model(attach_pet_detector(model, cfg), run_dir / "model.keras")
+        model = attach_pet_detector(model, cfg)
+        keras.saving.save_model(model, run_dir / "model.keras")
+    if cfg.unknown_prototypes and isinstance(model.output, dict) and prototype_count(model) != cfg.unknown_prototypes:
+        train_paths = [str(e.path) for e in run_data.split(run_dir, "train", cfg.max_images, cfg.seed)]
+        model = add_prototypes(model, train_paths, cfg.unknown_prototypes, cfg.image_size, cfg.seed)
+        keras.saving.save_model(model, run_dir / "model.keras")
     # Raw logits and detector scores (whichever the model has), whatever model.json says.
     predictor = Predictor(run_dir, meta={})
     scores = list(predictor.score_paths([str(e.path) for e in val_ex]))
@@ -197,6 +207,9 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
     if predictor.has_detector:
         meta["unknown_budget"] = cfg.unknown_budget
         pets = {name: np.array([s.pet[name] for s in scored]) for name in predictor.detector_scores}
+        # A model calibrated with prototypes and now without keeps the layer, unused.
+        similarity = {"pet_similarity": pets.pop("pet_similarity")} if "pet_similarity" in pets else {}
+        similarity = similarity if cfg.unknown_prototypes else {}
         if cfg.unknown_non_pets:
             spec, meta["pet_score_fit"] = fit_pet_score(pets, _non_pet_scores(predictor, cfg.unknown_non_pets),
                                                         cfg.unknown_budget)
@@ -205,7 +218,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
             if meta["pet_score_fit"].get("caught", 0) > meta["pet_score_fit"].get("caught_by_two_thresholds", 1):
                 meta["pet_score"] = spec
                 pets = {"pet_score": pet_score(pets, spec)}
-        meta["unknown_thresholds"] = fit_thresholds(pets, cfg.unknown_budget)
+        meta["unknown_thresholds"] = fit_thresholds({**pets, **similarity}, cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
