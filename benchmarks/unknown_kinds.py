@@ -9,11 +9,14 @@ learns from non-pets learns from the fitting part, and the Debian 146 in it, alo
 evaluation part is only scored. Leave-one-kind-out: a rule that learns from non-pets is fitted
 again without one kind's fitting pictures and scored on that kind's evaluation pictures. Pets
 come from the Kaggle split the model was trained with (`--run`, or `--data` split as `catdog
-prepare` splits it: seed "catdog-v1", 10% validation, 10% test). `--features` adds rules that
-need no non-pets at all, on the ImageNet side's pooled features (`imagenet_view`) against those
-of 2,000 training pets: the k-th nearest neighbour's cosine similarity, and the Mahalanobis
-distance to their mean. Prints tables, writes benchmarks/results/unknown_kinds.json and, with
---curve, the trade-off per kind.
+prepare` splits it: seed "catdog-v1", 10% validation, 10% test). `--features` adds rules on the
+ImageNet side's pooled features (`imagenet_view`) against those of the training pets (all of
+them, or `--train-pets N`): the k-th nearest neighbour's cosine similarity, the nearest of
+512 / 1,024 / 2,048 k-means prototypes of them (what `unknown_prototypes` puts in a model), the
+Mahalanobis distance to their mean; each alone and beside the shipped pet_score (unknown if
+either says so, the two thresholds sharing the budget), and k-NN as a third input of the learned
+score. `--cache FILE.npz` keeps every set's scores and features for the next run. Prints tables,
+writes benchmarks/results/unknown_kinds.json and, with --curve, the trade-off per kind.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from catdog.inference.answers import pet_score  # noqa: E402
+from catdog.inference.answers import pet_score, pet_score_inputs  # noqa: E402
 from catdog.training.calibrate import fit_pet_score, fit_thresholds  # noqa: E402
+from catdog.training.prototypes import fit_prototypes  # noqa: E402
 
 KINDS = ("animals", "people", "food", "objects", "scenes", "drawings")
 Scores = Mapping[str, np.ndarray]  # score name -> (N,) array, for one set of pictures
@@ -112,6 +116,34 @@ def neighbours(train_features: np.ndarray, k: int) -> Rule:
     return _without_non_pets(neighbour_similarity(train_features, k))
 
 
+def beside_pet_score(similarity: Callable[[Scores], dict], meta: Mapping) -> Rule:
+    """A rule: a feature score and the model's own pet_score, "unknown" if either is below its threshold
+    (both refitted on the validation pets at one quantile level, so they share the budget)."""
+    return _without_non_pets(lambda s: {**similarity(s), "pet_score": pet_score(s, meta["pet_score"])})
+
+
+def learned_with(similarity: Callable[[Scores], dict]) -> Rule:
+    """A rule: the learned pet_score with a feature score as a third input, refitted on the fitting non-pets."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(pets, non_pets, budget):
+        def inputs(s):
+            return np.column_stack([pet_score_inputs(s), *similarity(s).values()])
+
+        x = np.vstack([inputs(pets), inputs(non_pets)])
+        y = np.r_[np.ones(len(pets["p_pet"])), np.zeros(len(non_pets["p_pet"]))]
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(x, y)
+
+        def scores(s):
+            return {"learned": model.decision_function(inputs(s))}
+
+        thresholds = fit_thresholds(scores(pets), budget)
+        return lambda s: flags(scores(s), thresholds)
+
+    fit.learns_from_non_pets = True
+    return fit
+
+
 def mahalanobis(train_features: np.ndarray, shrink: float = 1e-3) -> Rule:
     """A rule: minus the Mahalanobis distance of the features to the training pets' mean (one shared covariance)."""
     x = np.asarray(train_features, np.float64)
@@ -134,7 +166,11 @@ def _without_non_pets(scores: Callable[[Scores], dict]) -> Rule:
     return fit
 
 
-def rules(meta: Mapping, train_features: np.ndarray | None = None) -> dict[str, Rule]:
+PROTOTYPES = (512, 1024, 2048)
+
+
+def rules(meta: Mapping, train_features: np.ndarray | None = None, prototypes: Sequence[int] = PROTOTYPES,
+          seed: int = 0) -> dict[str, Rule]:
     """The rules measured; the feature-space ones where training pets' features are given."""
     measured = {
         "two thresholds (p_pet, pet_energy)": thresholded(["p_pet", "pet_energy"]),
@@ -142,9 +178,21 @@ def rules(meta: Mapping, train_features: np.ndarray | None = None) -> dict[str, 
     }
     if meta.get("unknown_thresholds"):
         measured = {"as shipped (model.json)": as_shipped(meta), **measured}
-    if train_features is not None:
-        measured.update({f"feature k-NN, k={k}": neighbours(train_features, k) for k in (5, 10)})
-        measured["feature Mahalanobis"] = mahalanobis(train_features)
+    if train_features is None:
+        return measured
+    n = len(train_features)
+    for k in (1, 5):
+        near = neighbour_similarity(train_features, k)
+        measured[f"k-NN, k={k}, {n} training pets"] = _without_non_pets(near)
+        if meta.get("pet_score"):
+            measured[f"k-NN, k={k}, or the shipped pet_score"] = beside_pet_score(near, meta)
+        measured[f"learned score of p_pet, pet_energy and k-NN k={k}"] = learned_with(near)
+    for count in prototypes:
+        nearest = neighbour_similarity(fit_prototypes(train_features, count, seed), 1)
+        measured[f"nearest of {count} prototypes"] = _without_non_pets(nearest)
+        if meta.get("pet_score"):
+            measured[f"nearest of {count} prototypes, or the shipped pet_score"] = beside_pet_score(nearest, meta)
+    measured["feature Mahalanobis"] = mahalanobis(train_features)
     return measured
 
 
@@ -167,28 +215,21 @@ def feature_view(model: str | None, image_size: int) -> Callable[[list[str]], np
     """paths -> the ImageNet side's pooled features (N, C) of the model's Keras file."""
     import keras
 
-    from catdog.data.images import load_image
     from catdog.inference.model_files import resolve
-    from catdog.inference.predictor import chunked
     from catdog.models import layers  # noqa: F401  (Keras finds the custom layers by name)
-    from catdog.models.pet_detector import imagenet_view
+    from catdog.training.prototypes import pet_features
 
-    view = imagenet_view(keras.saving.load_model(resolve(model, "keras"), compile=False))
-    return lambda paths: np.concatenate([
-        np.asarray(view(np.stack([load_image(p, size=image_size) for p in chunk]).astype(np.float32))["features"],
-                   np.float32) for chunk in chunked(paths, 64)])
+    model = keras.saving.load_model(resolve(model, "keras"), compile=False)
+    return lambda paths: pet_features(model, paths, image_size)
 
 
-TRAIN_PETS = 2000  # the feature rules' training pets: a seeded sample of the train split
-
-
-def pet_splits(run: str | None, data: str | None) -> dict[str, list[str]]:
+def pet_splits(run: str | None, data: str | None, train_pets: int = 0) -> dict[str, list[str]]:
     """{"val", "test", "train": paths} of the run's split, or of `data` split as `catdog prepare` splits it
-    ("train": a seeded sample of `TRAIN_PETS`)."""
+    ("train": all, or a seeded sample of `train_pets`)."""
     from catdog.data import run_data
     from catdog.data.prepare import load_split, prepare, read_report
 
-    sizes = {"val": 0, "test": 0, "train": TRAIN_PETS}
+    sizes = {"val": 0, "test": 0, "train": train_pets}
     if run:
         return {name: [str(e.path) for e in run_data.split(run, name, size)] for name, size in sizes.items()}
     work = prepare(data)
@@ -206,7 +247,13 @@ def main() -> None:
     parser.add_argument("--runtime", default="keras", help="keras or tflite")
     parser.add_argument("--run", help="run folder whose splits give the pets")
     parser.add_argument("--data", help="the training data, split as `catdog prepare` does (no run folder)")
-    parser.add_argument("--features", action="store_true", help="also the feature-space rules (k-NN, Mahalanobis)")
+    parser.add_argument("--features", action="store_true", help="also the feature-space rules (k-NN, prototypes, "
+                        "Mahalanobis)")
+    parser.add_argument("--train-pets", type=int, default=0, help="the feature rules' training pets (0: all)")
+    parser.add_argument("--prototypes", default=",".join(map(str, PROTOTYPES)),
+                        help="k-means prototype counts to measure, comma-separated (each takes minutes)")
+    parser.add_argument("--cache", type=Path, metavar="NPZ", help="every set's scores and features, kept here "
+                        "and read back on the next run (same model and pictures!)")
     parser.add_argument("--curve", type=Path, metavar="PNG", help="draw the trade-off per kind")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unknown_kinds.json")
     args = parser.parse_args()
@@ -215,14 +262,25 @@ def main() -> None:
     scoring = Predictor(args.model, meta={}, runtime=args.runtime)  # raw scores: every rule applies its own
     meta = json.loads(scoring.path.with_suffix(".json").read_text())
     budget = float(meta.get("unknown_budget", 0.003))
-    pets = pet_splits(args.run, args.data)
-    features = feature_view(args.model, scoring.image_size) if args.features else None
-    train = features(pets.pop("train")) if features else None
-    sets = score_sets(scoring, args.non_pets, pets, features)
+    sets = _read_cache(args.cache)
+    if not sets:
+        pets = pet_splits(args.run, args.data, args.train_pets)
+        features = feature_view(args.model, scoring.image_size) if args.features else None
+        train_paths = pets.pop("train")  # never scored: only the feature rules look at training pets
+        train = features(train_paths) if features else None
+        sets = score_sets(scoring, args.non_pets, pets, features)
+        if train is not None:
+            sets["train"] = {"features": train}
+        if args.cache:
+            np.savez(args.cache, **{f"{name}:{key}": value for name, s in sets.items() for key, value in s.items()})
+    train = sets.pop("train", {}).get("features")
     fit = {name.split("/")[1]: s for name, s in sets.items() if name.startswith("fit/")}
     evaluation = {kind: sets[f"eval/{kind}"] for kind in KINDS if f"eval/{kind}" in sets}
     result = {"budget": budget, "counts": {name: len(s["p_pet"]) for name, s in sets.items()}, "rules": {}}
-    for name, rule in rules(meta, train).items():
+    if train is not None:
+        result["counts"]["train"] = len(train)
+    counts = [int(c) for c in args.prototypes.split(",") if c]
+    for name, rule in rules(meta, train, counts).items():
         flagged = rule(sets["val"], merged(list(fit.values())), budget)
         row = {"val": rates(flagged(sets["val"])), "test": rates(flagged(sets["test"])),
                "fit": {kind: rates(flagged(s)) for kind, s in fit.items()},
@@ -237,6 +295,18 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def _read_cache(path: Path | None) -> dict[str, dict]:
+    """The sets `--cache` kept ({} where there is none yet)."""
+    if not path or not path.exists():
+        return {}
+    sets: dict[str, dict] = {}
+    with np.load(path) as kept:
+        for key in kept.files:
+            name, _, score = key.partition(":")
+            sets.setdefault(name, {})[score] = kept[key]
+    return sets
 
 
 def print_tables(result: dict) -> None:
