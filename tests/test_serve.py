@@ -70,7 +70,8 @@ def test_one_image_answers_like_catdog_predict(client, predictor, tmp_path):
     response = client.post("/v1/predict", files=files(("a.jpg", jpeg(1))))
     assert response.status_code == 200
     [record] = response.json()["results"]
-    assert record.keys() == expected.keys() == {"path", "label", "p_dog", "p_pet", "pet_energy", "pet_score"}
+    assert record.keys() == expected.keys() == {"path", "label", "p_dog", "p_pet", "pet_energy", "pet_score",
+                                                   "pet_similarity"}
     assert record["path"] == "a.jpg" and record["label"] == expected["label"]
     for key in ("p_dog", "p_pet", "pet_energy"):
         assert record[key] == pytest.approx(expected[key], abs=1e-4)
