@@ -42,7 +42,12 @@ def write_savedmodel(model: keras.Model, out: Path, size: int | None, flat: bool
 
 # Ops of the unknown detector's evidence (log-sum-exp over ImageNet logits): in int8 their
 # outputs keep 256 levels, coarser than the p_pet threshold (~0.01) they are compared with.
-FLOAT_OPS = ["EXP", "LOG", "SUM", "REDUCE_MAX", "GATHER", "SELECT_V2"]
+# RESHAPE: every output ends in one (`write_savedmodel`'s flattening); in int8 it would clip the
+# output again to the range the representative pictures gave it.
+FLOAT_OPS = ["EXP", "LOG", "SUM", "REDUCE_MAX", "GATHER", "SELECT_V2", "RESHAPE"]
+# Layers kept float whatever their measured error: pet_similarity's cosine (unit vectors of 1,280
+# numbers near 0.03 each, a maximum over 2,048 dot products) flattened to one value in int8.
+FLOAT_LAYERS = ("pet_similarity",)
 INT8_ERROR_LIMIT = 1.5  # RMS error of a layer's int8 output, in quantisation steps, above which it stays float
 DEBUG_IMAGES = 16
 
@@ -84,7 +89,8 @@ def convert(saved_model: Path, int8_data: Iterable[np.ndarray] | None = None) ->
 
 
 def int8_float_layers(converter, images: list[np.ndarray]) -> list[str]:
-    """Output tensors whose int8 error, measured on `images` against float, exceeds INT8_ERROR_LIMIT steps.
+    """Output tensors whose int8 error, measured on `images` against float, exceeds INT8_ERROR_LIMIT steps,
+    and those of FLOAT_LAYERS.
 
     For the shipped MobileNet: the ImageNet logits of the unknown detector (23 steps: 1,000
     classes in 256 levels), the first two layers (2.5) and the last pointwise convolutions (1.5-2.2).
@@ -100,5 +106,6 @@ def int8_float_layers(converter, images: list[np.ndarray]) -> list[str]:
     table.seek(0)
     rows = csv.DictReader(table)
     return [row["tensor_name"] for row in rows
-            if float(row["scale"]) > 0
+            if any(f"/{layer}" in row["tensor_name"] for layer in FLOAT_LAYERS)
+            or float(row["scale"]) > 0
             and np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]) > INT8_ERROR_LIMIT]
