@@ -51,5 +51,31 @@ def test_nearest_matches_the_full_similarity_matrix(small_chunks):
     np.testing.assert_allclose(similarities, np.sort(full, axis=1)[:, ::-1][:, :3], rtol=1e-5)
 
 
+def _a_set_with_outliers(rng, n=300):
+    """(features, outliers): `n` rows around 3 centres, then 4 rows of their own direction, one of them
+    repeated 6 times (its copies must not make it ordinary)."""
+    centres = rng.normal(size=(3, 16))
+    rows = centres[rng.integers(0, 3, n)] + 0.3 * rng.normal(size=(n, 16))
+    odd = rng.normal(size=(4, 16)) * 3
+    return np.concatenate([rows, odd, np.repeat(odd[:1], 6, axis=0)]).astype(np.float32), list(range(n, n + 4))
+
+
+def test_unusual_ranks_the_rows_unlike_the_rest_highest(small_chunks):
+    features, outliers = _a_set_with_outliers(np.random.default_rng(2))
+    share = similar.unusual(features)
+    assert share.shape == (len(features),) and share.min() == 0 and share.max() == 1
+    assert min(share[outliers]) > np.sort(share[:300])[-3]  # above all but a few ordinary rows
+    assert share[outliers[0]] > 0.95  # its own 6 copies do not make it ordinary
+
+
+def test_unusual_against_a_sample_ranks_as_against_all(monkeypatch):
+    features, outliers = _a_set_with_outliers(np.random.default_rng(3), n=2000)
+    exact = similar.unusual(features)
+    monkeypatch.setattr(similar, "REFERENCE", 500)
+    sampled = similar.unusual(features)
+    assert np.corrcoef(exact, sampled)[0, 1] > 0.75  # the ordinary rows' order is mostly noise
+    assert min(sampled[outliers]) > 0.99
+
+
 def test_groups_link_chains_of_pairs():
     assert similar.groups(6, [(0, 4, 1), (4, 5, 2), (2, 3, 0)]).tolist() == [0, 1, 2, 2, 0, 0]
