@@ -325,12 +325,13 @@ def print_tables(result: dict) -> None:
             print(f"| {name} | | | " + " | ".join(f"{row['leave_one_kind_out'][k]:.1%}" for k in kinds) + " | |")
 
 
-BUDGETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03)
+BUDGETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.03)
 
 
 def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) -> None:
-    """Per kind, the shipped rule's thresholds refitted at a range of budgets (its learned weights kept):
-    test pets given up against that kind's evaluation pictures caught."""
+    """Per kind, the shipped rule's thresholds (all of them, sharing each budget) refitted at a range
+    of budgets, its learned weights and prototypes kept: test pets given up against that kind's
+    evaluation pictures caught."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,8 +340,8 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
 
     names, spec = list(meta["unknown_thresholds"]), meta.get("pet_score")
 
-    def scores(s: Scores) -> dict:
-        return {"pet_score": pet_score(s, spec)} if spec else {name: s[name] for name in names}
+    def scores(s: Scores) -> dict:  # the model's own scores: pet_score, pet_similarity, ...
+        return {name: pet_score(s, spec) if name == "pet_score" else s[name] for name in names}
 
     def rule(budget: float) -> Callable[[Scores], np.ndarray]:
         thresholds = fit_thresholds(scores(sets["val"]), budget)
@@ -352,7 +353,8 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
         (line,) = ax.plot(*(100 * np.array(points).T), "o-", markersize=3, label=f"{kind} ({len(kind_scores['p_pet'])})")
         at = points[int(np.argmin([abs(b - budget) for b in BUDGETS]))]
         ax.plot(100 * at[0], 100 * at[1], "o", markersize=9, mfc="none", color=line.get_color())
-    save_curve(figure, ax, out, f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})", 3)
+    ax.set_ylim(bottom=50)
+    save_curve(figure, ax, out, f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})", 1.5)
 
 
 if __name__ == "__main__":
