@@ -67,8 +67,11 @@ class StripeView:
         # The whole picture's answer: what its parts see, on average.
         parts = np.exp(regions - regions.max(axis=2, keepdims=True))
         whole = np.log((parts / parts.sum(axis=2, keepdims=True)).mean(axis=1))
+        # The fine-tuned classifier on each window: the stripes' direction alone, no breed to confuse it.
+        tuned = np.array([[8 * (d - a) / (a + d + 1e-9) for a, d in (self._stripes(p[r:r + 96, c:c + 96])
+                                                                    for r, c in windows)] for p in pixels])
         return dict(features=np.concatenate([8 * np.repeat(direction, 4, axis=1), pattern @ self.projection], axis=1),
-                    imagenet_logits=whole, region_logits=regions)
+                    imagenet_logits=whole, region_logits=regions, tuned_region_logits=tuned)
 
 
 def _two_halves(rng) -> Image.Image:
@@ -209,11 +212,12 @@ def test_a_rerun_reads_every_picture_again_but_decodes_only_the_new_one(planted,
     assert found(again.rows) == found(first.rows) and len(found(first.rows)) >= 8
 
 
-def _looks(logits: np.ndarray, regions: np.ndarray) -> scan.Looks:
+def _looks(logits: np.ndarray, regions: np.ndarray, tuned: np.ndarray | None = None) -> scan.Looks:
     n = len(logits)
+    tuned = np.zeros((n, 9)) if tuned is None else tuned
     return scan.Looks(digests=["x"] * n, errors=[None] * n, features=np.zeros((n, 4), np.float16),
                       logits=logits.astype(np.float16), regions=regions.astype(np.float16),
-                      phash=np.zeros(n, np.uint64), stats=np.zeros((n, 4), np.float32))
+                      tuned=tuned.astype(np.float16), phash=np.zeros(n, np.uint64), stats=np.zeros((n, 4), np.float32))
 
 
 def test_neither_ranks_the_unusual_pictures_first():
@@ -226,15 +230,21 @@ def test_neither_ranks_the_unusual_pictures_first():
     assert "more unusual than 99.0% of the pictures" in flags[2].reason
 
 
-def test_both_needs_a_classifier_unsure_of_the_label():
-    logits = np.full((2, 1000), -5.0, np.float32)
-    logits[:, list(CAT_CLASSES)] = logits[:, list(DOG_CLASSES)[:5]] = 5.0  # half cat, half dog
-    regions = np.zeros((2, 9, 2))
-    regions[:, 0] = (0.95, 0.0)  # a window of cat
-    regions[:, 8] = (0.0, 0.95)  # and one of dog
-    looks, readable = _looks(logits, regions), np.ones(2, bool)
-    flagged = [f.index for f in checks.both(looks, readable, confidence=np.array([0.99, 0.6]))]
-    assert flagged == [1]  # a fluffy cat the classifier is sure of is not flagged
+def test_both_needs_a_cat_part_and_a_dog_part_and_a_classifier_unsure_of_the_label():
+    logits = np.full((4, 1000), -5.0, np.float32)
+    logits[:, list(DOG_CLASSES)[:5]] = 5.0  # ImageNet: dog, as it says of many fluffy cats
+    regions = np.zeros((4, 9, 2))
+    regions[:, :, 1] = 0.9  # a pet in every window...
+    regions[3, 8] = 0.1  # ...but the last window of #3, where ImageNet sees none
+    tuned = np.full((4, 9), -6.0)  # the fine-tuned classifier: cat everywhere...
+    tuned[1:, 7:] = 6.0  # ...but a dog in the last two windows of #1, #2 and #3
+    looks, readable = _looks(logits, regions, tuned), np.ones(4, bool)
+    flagged = checks.both(looks, readable, confidence=np.array([0.6, 0.6, 0.99, 0.6]))
+    # #0 a single cat, #2 a cat and a dog the classifier is sure of, #3 a "dog" part with no pet in it
+    assert [f.index for f in flagged] == [1] and 0.6 < flagged[0].score < 0.7  # with the weak checks
+    assert "parts of the picture 100% cat, others 100% dog" in flagged[0].reason
+    tuned[1, 8] = -6.0  # one dog window is not enough: a part of one animal can look like the other
+    assert checks.both(_looks(logits, regions, tuned), readable, confidence=np.array([0.6, 0.6, 0.99, 0.6])) == []
 
 
 def test_a_label_error_imagenet_does_not_see_ranks_lower():
@@ -313,7 +323,7 @@ def test_the_litert_view_answers_as_the_keras_one(catdog_home):
     converted, keras_view = load_view(None, "auto"), load_view(None, "keras")
     assert converted.key == keras_view.key and (audit_home() / f"{converted.key}.tflite").exists()
     a, b = converted.run(pixels), keras_view.run(pixels)
-    for name in ("features", "imagenet_logits", "region_logits"):
+    for name in ("features", "imagenet_logits", "region_logits", "tuned_region_logits"):
         assert a[name].shape == b[name].shape
         np.testing.assert_allclose(a[name], b[name], atol=0.25)
 
@@ -333,7 +343,13 @@ def test_a_real_dog_labelled_cat_and_a_blank_among_real_photos(tmp_path):
             (train / name.rsplit("/", 1)[1]).write_bytes(archive.read(name))
     shutil.move(train / chosen[-1].rsplit("/", 1)[1], train / "cat.999999.jpg")
     Image.new("RGB", (300, 200), (128, 128, 128)).save(train / "dog.999999.png")
-    rows = audit(tmp_path / "data", runtime="keras").rows
+    result = audit(tmp_path / "data", runtime="keras")
+    rows = result.rows
+    # The fine-tuned classifier's windows: a cat's are mostly cat, a dog's mostly dog.
+    labels = np.array(["/dog." in f"/{path.rsplit('/', 1)[-1]}" for path in result.paths])
+    readable = np.array([error is None for error in result.looks.errors])
+    says_dog = np.median(result.looks.tuned.astype(np.float32), axis=1) > 0
+    assert np.mean(says_dog[readable] == labels[readable]) > 0.95
     top = {row["path"]: row["issues"] for row in rows[:25]}
     assert "label_error" in top.get("train/cat.999999.jpg", []), rows[:25]
     assert {"neither", "low_quality"} <= set(top.get("train/dog.999999.png", []))

@@ -1,6 +1,7 @@
 """The one pass of `catdog audit` over the pictures: each file read and hashed, decoded once to the
 model's square, and from those pixels its pixel statistics, its perceptual hash and one forward
-pass of the ImageNet view (pooled features, the 1000 logits, cat and dog mass per window).
+pass of the ImageNet view (pooled features, the 1000 logits, cat and dog mass per window, and the
+fine-tuned classifier's dog logit per window).
 
     >>> looks = scan(["a.jpg", "b.jpg"], load_view(None))
     >>> looks.features.shape, looks.errors            # (2, 1280), [None, None]
@@ -28,7 +29,7 @@ from catdog.data.similar import phash
 from catdog.inference.predictor import chunked, decoded_ahead
 from catdog.models.pet_classes import CAT_CLASSES, DOG_CLASSES
 
-FIELDS = ("features", "logits", "regions", "phash", "stats")  # what is kept of each picture
+FIELDS = ("features", "logits", "regions", "tuned", "phash", "stats")  # what is kept of each picture
 PART = 4096  # pictures per cache file
 
 
@@ -41,6 +42,7 @@ class Looks:
     features: np.ndarray  # (N, C) float16, pooled ImageNet features
     logits: np.ndarray  # (N, 1000) float16, the ImageNet classifier's
     regions: np.ndarray  # (N, windows, 2) float16: cat mass and dog mass in each window
+    tuned: np.ndarray  # (N, windows) float16: the fine-tuned classifier's dog logit in each window
     phash: np.ndarray  # (N,) uint64
     stats: np.ndarray  # (N, len(STATS)) float32: `catdog.data.quality.pixel_stats`
 
@@ -128,7 +130,8 @@ def scan(paths: list[str], view, batch_size: int = 64, threads: int | None = Non
             regions = pet_masses(out["region_logits"]).astype(np.float16)
             for at, (digest, look, _, _) in enumerate(new):
                 look.update(features=out["features"][at].astype(np.float16),
-                            logits=out["imagenet_logits"][at].astype(np.float16), regions=regions[at])
+                            logits=out["imagenet_logits"][at].astype(np.float16), regions=regions[at],
+                            tuned=np.asarray(out["tuned_region_logits"][at], np.float16))
                 cache.add(digest, look)
         for digest, look, _, error in read:
             digests.append(digest)

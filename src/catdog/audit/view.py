@@ -21,8 +21,8 @@ from catdog.home import home
 from catdog.inference import model_files
 from catdog.inference.runtime import LiteRTRuntime
 
-VERSION = 1  # of what a look holds: a change here makes every cached look stale
-OUTPUTS = ("features", "imagenet_logits", "region_logits")
+VERSION = 2  # of what a look holds: a change here makes every cached look stale (2: tuned_region_logits)
+OUTPUTS = ("features", "imagenet_logits", "region_logits", "tuned_region_logits")
 
 
 def audit_home() -> Path:

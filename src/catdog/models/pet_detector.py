@@ -64,8 +64,7 @@ def with_pet_similarity(model: keras.Model, prototypes) -> keras.Model:
     """
     trunk, top = _detector_parts(model)
     if not isinstance(top.output, list):  # first time: the top gives its pooled features too
-        pooling = next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
-        top = keras.Model(top.input, [pooling.output, top.output], name="imagenet_top")
+        top = keras.Model(top.input, [_pooling(top).output, top.output], name="imagenet_top")
     pixels = keras.Input((None, None, 3), name="pixels")
     shared = trunk(_scaled(model, pixels, trunk), training=False)
     logit = model.get_layer("head")(model.get_layer("tuned_top")(shared, training=False))
@@ -97,8 +96,8 @@ def _scaled(model: keras.Model, pixels, trunk: keras.Model):
     return x
 
 
-def imagenet_view(model: keras.Model) -> keras.Model:
-    """The ImageNet side alone of a model with the pet detector: what `catdog audit` looks with.
+def imagenet_view(model: keras.Model, tuned_windows: bool = True) -> keras.Model:
+    """The ImageNet side of a model with the pet detector: what `catdog audit` looks with.
 
     Outputs, from one forward pass through the trunk and the *original* top (never the
     fine-tuned blocks, which have learned the very labels being audited):
@@ -109,17 +108,41 @@ def imagenet_view(model: keras.Model) -> keras.Model:
       (N, 9, 1000). It is linear on pooled features, so on a window's pooled features it says
       what that part of the picture shows: a cat on the left and a dog on the right, which the
       whole picture's softmax blurs into one undecided answer.
+    and one output from the fine-tuned side, for parts of the picture only:
+    - "tuned_region_logits": the fine-tuned cat/dog logit on the same 9 windows of the tuned
+      blocks' last feature map (N, 9). ImageNet calls much of a fluffy cat a dog breed; the tuned
+      classifier does not, and on a window it answers for that part, not for the picture's label.
+      Left out with `tuned_windows=False` (the fine-tuned blocks then do not run).
     """
     trunk, top = _detector_parts(model)
-    pooling = next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
-    classifier = top.layers[-1]
-    feature_map = keras.Model(top.input, pooling.input, name="imagenet_feature_map")
     pixels = keras.Input((None, None, 3), name="pixels")
-    maps = feature_map(trunk(_scaled(model, pixels, trunk), training=False), training=False)
-    side = maps.shape[1]  # 7 at 224 px: windows of 3 x 3 cells, every 2, about 96 px of the picture
+    shared = trunk(_scaled(model, pixels, trunk), training=False)
+    maps = _feature_map(top, "imagenet_feature_map")(shared, training=False)
+    classifier = top.layers[-1]
+    pooled = _pooling(top)(maps)
+    outputs = {"features": pooled, "imagenet_logits": classifier(pooled),
+               "region_logits": classifier(_windows(maps, "windows"))}
+    if tuned_windows:
+        tuned_maps = _feature_map(model.get_layer("tuned_top"), "tuned_feature_map")(shared, training=False)
+        logit = next(layer for layer in model.get_layer("head").layers if isinstance(layer, keras.layers.Dense))
+        outputs["tuned_region_logits"] = keras.layers.Reshape((-1,), name="tuned_windows_logits")(
+            logit(_windows(tuned_maps, "tuned_windows")))
+    return keras.Model(pixels, outputs, name="imagenet_view")
+
+
+def _pooling(top: keras.Model) -> keras.layers.Layer:
+    return next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+
+
+def _feature_map(top: keras.Model, name: str) -> keras.Model:
+    """`top` up to its global pooling: its last feature map (N, h, w, C)."""
+    return keras.Model(top.input, _pooling(top).input, name=name)
+
+
+def _windows(maps, name: str):
+    """(N, 9, C): the feature map averaged over 3 x 3 overlapping windows (of 3 x 3 cells, every 2, at 7 x 7:
+    about 96 px of a 224 px picture)."""
+    side = maps.shape[1]
     window, stride = max(1, side // 2), max(1, (side - side // 2) // 2)
-    windows = keras.layers.AveragePooling2D(window, strides=stride, name="windows")(maps)
-    pooled = pooling(maps)
-    return keras.Model(pixels, {"features": pooled, "imagenet_logits": classifier(pooled),
-                                "region_logits": classifier(keras.layers.Reshape((-1, maps.shape[-1]))(windows))},
-                       name="imagenet_view")
+    windows = keras.layers.AveragePooling2D(window, strides=stride, name=name)(maps)
+    return keras.layers.Reshape((-1, maps.shape[-1]), name=f"{name}_rows")(windows)

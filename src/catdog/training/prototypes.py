@@ -25,7 +25,7 @@ def pet_features(model: keras.Model, paths: Sequence[str], image_size: int, batc
     """(N, C) float32: the pooled ImageNet features of the readable pictures among `paths`, in order."""
     import tensorflow as tf
 
-    view = imagenet_view(model)
+    view = imagenet_view(model, tuned_windows=False)
     forward = tf.function(lambda pixels: view(pixels, training=False)["features"], autograph=False)
 
     def decode(path):
