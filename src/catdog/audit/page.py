@@ -29,8 +29,10 @@ NOTES = {
                    "logistic regression on ImageNet features) is surer of the other class than it usually is of "
                    "that class (confident learning).",
     "neither": "No cat or dog seen by ImageNet's classifier (118 dog breeds, 5 cats), in the whole picture or "
-               "in any of 9 parts of it. Its likeliest names are under each picture.",
-    "both": "A cat and a dog: ImageNet's classifier finds much of each, in the whole picture or in parts of it.",
+               "in any of 9 parts of it; the most unusual pictures of the set first. Its likeliest names are under "
+               "each picture.",
+    "both": "Perhaps a cat and a dog: the fine-tuned classifier calls parts of the picture cat and other parts "
+            "dog. A weak check: a part of one black or long-haired animal can look like the other.",
     "leak": "Nearly the same picture in two splits of `catdog prepare`: the copy in validation or test is no "
             "longer a fair test. `near_duplicate_bits=` keeps such pictures in one split.",
     "duplicate": "Copies of another picture under the same label (the first copy is not flagged).",
