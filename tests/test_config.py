@@ -12,6 +12,12 @@ def test_presets_resolve_and_differ():
     assert config.resolve("mobilenet").model == "MobileNet"
 
 
+def test_the_lite2_preset_is_the_lite0_recipe_on_lite2():
+    lite0, lite2 = dataclasses.asdict(config.resolve("lite0")), dataclasses.asdict(config.resolve("lite2"))
+    assert {key for key in lite0 if lite0[key] != lite2[key]} == {"model", "image_size", "fine_tune_layers"}
+    assert (lite2["model"], lite2["image_size"], lite2["fine_tune_layers"]) == ("EfficientNetLite2", 260, 52)
+
+
 def test_overrides_are_typed():
     cfg = config.resolve("tiny", ["epochs=3", "learning_rate=0.01", "augment=false", "model=MobileNet"])
     assert (cfg.epochs, cfg.learning_rate, cfg.augment, cfg.model) == (3, 0.01, False, "MobileNet")
