@@ -289,6 +289,40 @@ class Gated:
         return self.predictor.scores(pixels)
 
 
+class Watched:
+    """The real predictor, noting any two model calls that overlap; its warm-up calls are slow."""
+
+    def __init__(self, predictor):
+        self.predictor, self.inside, self.overlaps, self.calls = predictor, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def scores(self, pixels):
+        with self.lock:
+            self.inside, self.calls = self.inside + 1, self.calls + 1
+            self.overlaps += self.inside > 1
+            warming = self.calls <= 2  # the warm-up's two calls come first
+        try:
+            if warming:
+                time.sleep(0.5)
+            return self.predictor.scores(pixels)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+def test_a_request_during_the_warm_up_waits_for_the_model(predictor):
+    """The first request may come while the warm-up runs: the two must not meet in the model (a LiteRT
+    interpreter then fails: "There is at least 1 reference to internal data")."""
+    watched = Watched(predictor)
+    with TestClient(create_app(watched, Settings())) as client:  # no wait for /readyz
+        response = client.post("/v1/predict", files=files(("a.jpg", jpeg(21)), ("b.jpg", jpeg(22))))
+        assert response.status_code == 200 and len(response.json()["results"]) == 2
+    assert watched.calls >= 3 and watched.overlaps == 0
+
+
 def test_full_queue_answers_503_with_retry_after(predictor):
     gated = Gated(predictor)
     with serving(gated, queue_size=1, max_batch=1) as client:

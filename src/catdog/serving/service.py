@@ -57,7 +57,10 @@ class Service:
 
     def __init__(self, predictor, max_batch: int = 32, queue_size: int = 64, max_wait_s: float = 0.004):
         self.predictor = predictor
-        self.batcher = Batcher(predictor.scores, max_batch=max_batch, queue_size=queue_size, max_wait_s=max_wait_s)
+        # One model call at a time: the warm-up thread and the batcher's would otherwise meet in the
+        # model, and a LiteRT interpreter cannot be resized or run by two threads at once.
+        self._model_lock = threading.Lock()
+        self.batcher = Batcher(self._scores, max_batch=max_batch, queue_size=queue_size, max_wait_s=max_wait_s)
         self.decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="catdog-decode")
         self.ready = threading.Event()
         self.images = 0
@@ -68,8 +71,12 @@ class Service:
         """Traces the model and touches its memory at batch sizes 1 and max, off the request path."""
         size = self.predictor.image_size
         for n in (1, self.batcher.max_batch):
-            self.predictor.scores(np.zeros((n, size, size, 3), np.uint8))
+            self._scores(np.zeros((n, size, size, 3), np.uint8))
         self.ready.set()
+
+    def _scores(self, pixels: np.ndarray) -> dict:
+        with self._model_lock:
+            return self.predictor.scores(pixels)
 
     def close(self) -> None:
         self.batcher.close()
