@@ -2,7 +2,7 @@
 
     python scripts/ship_model.py runs/mobilenet-224 --data ../shared/datasets/dogs-vs-cats/train.zip
 
-Writes src/catdog/assets/model.keras (weights only, no optimizer state) and model.json (the
+Writes src/catdog/assets/model.keras (weights only, no optimizer state, deflated) and model.json (the
 run's calibration plus where the model came from: config and test metrics), then the LiteRT
 float export beside it (model_float.tflite + .json, checked for parity on the test split of
 --data), so `catdog predict` starts in a fraction of a second without importing TensorFlow.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,6 +46,7 @@ def main() -> None:
     model = keras.saving.load_model(run / "model.keras", compile=False)
     SHIPPED_MODEL.parent.mkdir(parents=True, exist_ok=True)
     model.save(SHIPPED_MODEL)
+    deflate(SHIPPED_MODEL)
     meta = json.loads((run / "model.json").read_text())
     meta["source"] = dict(
         run=run.name, config=json.loads((run / "config.json").read_text()),
@@ -53,6 +55,18 @@ def main() -> None:
     SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"{SHIPPED_MODEL} ({SHIPPED_MODEL.stat().st_size / 2**20:.1f} MiB)")
     print(summary(export(None, "tflite", out=SHIPPED_MODEL.parent / EXPORT_FILES["tflite"], data=args.data)))
+
+
+def deflate(keras_file: Path) -> None:
+    """Rewrites a .keras file (a zip Keras writes uncompressed) with its members deflated: the shipped
+    model with its prototypes is 25.9 MiB stored, 22.2 MiB deflated; Keras reads either, the same weights."""
+    with zipfile.ZipFile(keras_file) as stored:
+        members = [(info.filename, stored.read(info)) for info in stored.infolist()]
+    partial = keras_file.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as deflated:
+        for name, data in members:
+            deflated.writestr(name, data)
+    partial.replace(keras_file)
 
 
 def _update_calibration(run: Path) -> None:
