@@ -63,13 +63,17 @@ def flags(scores: Scores, thresholds: Mapping[str, float]) -> np.ndarray:
     return np.any([np.asarray(scores[name]) < t for name, t in thresholds.items()], axis=0)
 
 
+def shipped_scores(s: Scores, meta: Mapping) -> dict:
+    """The scores model.json's thresholds are on (pet_score, pet_similarity, ...), from raw scores `s`."""
+    return {name: pet_score(s, meta["pet_score"]) if name == "pet_score" else s[name]
+            for name in meta["unknown_thresholds"]}
+
+
 def as_shipped(meta: Mapping) -> Rule:
     """The rule that model.json holds, applied as `Predictor` applies it."""
 
     def fit(pets, non_pets, budget):
-        def scores(s):
-            return {**s, "pet_score": pet_score(s, meta["pet_score"])} if meta.get("pet_score") else s
-        return lambda s: flags(scores(s), meta["unknown_thresholds"])
+        return lambda s: flags(shipped_scores(s, meta), meta["unknown_thresholds"])
 
     fit.learns_from_non_pets = False
     return fit
@@ -338,14 +342,11 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
     import matplotlib.pyplot as plt
     from unknown import save_curve  # benchmarks/unknown.py, beside this script
 
-    names, spec = list(meta["unknown_thresholds"]), meta.get("pet_score")
-
-    def scores(s: Scores) -> dict:  # the model's own scores: pet_score, pet_similarity, ...
-        return {name: pet_score(s, spec) if name == "pet_score" else s[name] for name in names}
+    names = list(meta["unknown_thresholds"])
 
     def rule(budget: float) -> Callable[[Scores], np.ndarray]:
-        thresholds = fit_thresholds(scores(sets["val"]), budget)
-        return lambda s: flags(scores(s), thresholds)
+        thresholds = fit_thresholds(shipped_scores(sets["val"], meta), budget)
+        return lambda s: flags(shipped_scores(s, meta), thresholds)
 
     figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for kind, kind_scores in evaluation.items():
