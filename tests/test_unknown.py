@@ -179,9 +179,13 @@ def test_recalibrating_with_another_budget(mobilenet_run, tmp_path):
     # At most 20% of them (6.4 pets), and more than that less the two (one per score) that the
     # next quantile step up would add: the budget is used, not only kept.
     assert 6.4 - 2 < given_up() <= 6.4
+    # The run folder keeps the setting: a plain recalibration repeats it instead of going back to 0.5%.
+    assert config.load(run / "config.json").unknown_budget == 0.2
+    assert calibrate(run)["unknown_thresholds"] == after["unknown_thresholds"]
     with pytest.raises(ConfigError, match="unknown_budget"):
         calibrate(run, unknown_budget=1.5)
     assert json.loads((run / "model.json").read_text()) == after  # a refused budget changes nothing
+    assert config.load(run / "config.json").unknown_budget == 0.2
 
 
 def test_the_shipped_model_answers_unknown_for_a_blank_page_and_noise(tmp_path):

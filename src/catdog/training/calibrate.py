@@ -157,7 +157,8 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
     catches more of them in cross-validation than the two thresholds do. `unknown_prototypes`
     (default: the run's config), where above 0, adds `pet_similarity` to the detector: the
     training pets in that many k-means prototypes (`catdog.training.prototypes`), fitted once
-    and kept while the number stays the same; its threshold shares the budget.
+    and kept while the number stays the same; its threshold shares the budget. The settings
+    given are written into the run's config.json with the calibration they made.
     """
     run_dir = runs.check_run(run)
     cfg = config_lib.load(run_dir / "config.json")
@@ -220,6 +221,8 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
                 pets = {"pet_score": pet_score(pets, spec)}
         meta["unknown_thresholds"] = fit_thresholds({**pets, **similarity}, cfg.unknown_budget)
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if changes:  # the run folder says how its calibration was made: a plain `catdog calibrate RUN` repeats it
+        config_lib.save(cfg, run_dir / "config.json")
     return meta
 
 
