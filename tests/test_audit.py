@@ -228,6 +228,10 @@ def test_neither_ranks_the_unusual_pictures_first():
     assert flags[1].score > flags[2].score > flags[0].score > 0
     assert flags[1].score > 0.9 and flags[0].score < 0.3  # an ordinary-looking one ranks below duplicates (0.5)
     assert "more unusual than 99.0% of the pictures" in flags[2].reason
+    # Some pet mass (a drawing of a cat, pebbles): "neither" only among the most unusual.
+    looks = _looks(logits, np.full((3, 9, 2), 0.15))  # 30% cat and dog in every part
+    flags = checks.neither(looks, readable, unusual=np.array([0.5, 0.999, 0.99]))
+    assert [f.index for f in flags] == [1] and flags[0].reason.startswith("little of a cat or dog seen")
 
 
 def test_both_needs_a_cat_part_and_a_dog_part_and_a_classifier_unsure_of_the_label():
