@@ -12,10 +12,11 @@ def test_presets_resolve_and_differ():
     assert config.resolve("mobilenet").model == "MobileNet"
 
 
-def test_the_lite2_preset_is_the_lite0_recipe_on_lite2():
-    lite0, lite2 = dataclasses.asdict(config.resolve("lite0")), dataclasses.asdict(config.resolve("lite2"))
-    assert {key for key in lite0 if lite0[key] != lite2[key]} == {"model", "image_size", "fine_tune_layers"}
-    assert (lite2["model"], lite2["image_size"], lite2["fine_tune_layers"]) == ("EfficientNetLite2", 260, 52)
+@pytest.mark.parametrize("preset, model, size", [("lite1", "EfficientNetLite1", 240), ("lite2", "EfficientNetLite2", 260)])
+def test_the_bigger_lite_presets_are_the_lite0_recipe(preset, model, size):
+    lite0, bigger = dataclasses.asdict(config.resolve("lite0")), dataclasses.asdict(config.resolve(preset))
+    assert {key for key in lite0 if lite0[key] != bigger[key]} == {"model", "image_size", "fine_tune_layers"}
+    assert (bigger["model"], bigger["image_size"], bigger["fine_tune_layers"]) == (model, size, 52)
 
 
 def test_overrides_are_typed():

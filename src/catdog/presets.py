@@ -14,7 +14,9 @@ PRESET_NOTES = {  # one line each, for `catdog --help`
     "mobilenet": "ImageNet MobileNet at 224 px: head on features, then the top 2 blocks fine-tuned",
     "lite0": "ImageNet EfficientNet-Lite0 at 224 px (needs catdog[lite]): head, then the top blocks fine-tuned on "
              "2 cached views",
-    "lite2": "the lite0 recipe on EfficientNet-Lite2 at 260 px: more accurate, about 2x slower to train and run",
+    "lite1": "the lite0 recipe on EfficientNet-Lite1 at 240 px: the shipped model's; more accurate, about 1.5x "
+             "slower to run",
+    "lite2": "the lite0 recipe on EfficientNet-Lite2 at 260 px: more accurate still, about 2x slower to train and run",
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # The default: a CPU-sized from-scratch CNN at 128 px.
@@ -42,6 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.2, patience=2, cached_views=2,
     ),
 }
-# EfficientNet-Lite2 at its own 260 px, the lite0 recipe, the same blocks fine-tuned (6b-6e, 7a and
-# the head conv: 52 layers): more accurate, about 2x slower to run (README, "Lite2").
+# EfficientNet-Lite1 and -Lite2 at their own 240 and 260 px, the lite0 recipe, the same blocks
+# fine-tuned (6b-6e, 7a and the head conv: 52 layers in both): more accurate, about 1.5x and 2x
+# slower to run (README, "Lite1 and Lite2").
+PRESETS["lite1"] = {**PRESETS["lite0"], "model": "EfficientNetLite1", "image_size": 240, "fine_tune_layers": 52}
 PRESETS["lite2"] = {**PRESETS["lite0"], "model": "EfficientNetLite2", "image_size": 260, "fine_tune_layers": 52}
