@@ -348,11 +348,12 @@ def plot(sets: dict, evaluation: dict, out: Path, meta: Mapping, budget: float) 
         thresholds = fit_thresholds(shipped_scores(sets["val"], meta), budget)
         return lambda s: flags(shipped_scores(s, meta), thresholds)
 
+    budgets = sorted({*BUDGETS, budget})  # the model's own budget is one of the points: the one circled
     figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for kind, kind_scores in evaluation.items():
-        points = [(rates(f(sets["test"])), rates(f(kind_scores))) for f in map(rule, BUDGETS)]
+        points = [(rates(f(sets["test"])), rates(f(kind_scores))) for f in map(rule, budgets)]
         (line,) = ax.plot(*(100 * np.array(points).T), "o-", markersize=3, label=f"{kind} ({len(kind_scores['p_pet'])})")
-        at = points[int(np.argmin([abs(b - budget) for b in BUDGETS]))]
+        at = points[budgets.index(budget)]
         ax.plot(100 * at[0], 100 * at[1], "o", markersize=9, mfc="none", color=line.get_color())
     ax.set_ylim(bottom=50)
     save_curve(figure, ax, out, f"Unknown trade-off per kind ({' + '.join(names)}; circled: budget {budget:.2%})", 1.5)
