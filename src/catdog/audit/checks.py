@@ -20,6 +20,7 @@ import numpy as np
 
 from catdog.audit.scan import Looks, pet_masses
 from catdog.data.quality import STATS, problem
+from catdog.inference.answers import probabilities
 
 NEITHER = 0.15  # cat and dog mass, in the whole picture and in its best window, below which no pet is seen
 BOTH_SURE, BOTH_WINDOWS = 0.95, 2  # this many windows the fine-tuned classifier calls cat this surely, as many dog
@@ -69,8 +70,8 @@ def neither(looks: Looks, readable: np.ndarray, unusual: np.ndarray) -> list[Fla
     ordinary-looking ones rank below duplicates and leaks.
 
     Among the set's most unusual 0.2% (MOST_UNUSUAL), less than half of ImageNet's mass on pets
-    (NEITHER_THERE) is enough: drawings of a cat and odd objects get some pet mass. On train.zip
-    this adds 4 flags: pebbles on a tissue, a line drawing of a cat, a cartoon collage with a
+    (NEITHER_THERE) is enough: drawings of a cat and odd objects get some pet mass. On train.zip,
+    with the view of the Lite0 model shipped before, this added 4 flags: pebbles on a tissue, a line drawing of a cat, a cartoon collage with a
     small dog in it, and a real cat in an ornate frame.
     """
     whole = pet_masses(looks.logits).sum(axis=1)
@@ -97,11 +98,11 @@ def both(looks: Looks, readable: np.ndarray, confidence: np.ndarray) -> list[Fla
     cats), and a cat beside a dog is mostly dog to it in every window. The fine-tuned classifier
     tells cats from dogs, and on a window it answers for that part of the picture; but a part of
     one black cat can look like a dog, so one window each way flagged 116 pictures of train.zip
-    (about 1 in 8 with a cat and a dog), two each way 40 (about 1 in 5). Ranked with the weak
-    checks, below leaks.
+    (about 1 in 8 with a cat and a dog), two each way 26 (about 1 in 4; both with the view of the
+    Lite0 model shipped before, README "Audit the data"). Ranked with the weak checks, below leaks.
     """
     pets = looks.regions.astype(np.float32).sum(axis=2) >= WINDOW_PETS  # (N, 9): windows with a pet
-    p_dog = 1 / (1 + np.exp(-looks.tuned.astype(np.float32)))
+    p_dog = probabilities(looks.tuned).reshape(looks.tuned.shape)  # (N, 9)
     k = BOTH_WINDOWS
     cat_part = -np.sort(-np.where(pets, 1 - p_dog, 0), axis=1)[:, k - 1]  # the k-th surest cat window
     dog_part = -np.sort(-np.where(pets, p_dog, 0), axis=1)[:, k - 1]
