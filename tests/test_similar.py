@@ -79,3 +79,34 @@ def test_unusual_against_a_sample_ranks_as_against_all(monkeypatch):
 
 def test_groups_link_chains_of_pairs():
     assert similar.groups(6, [(0, 4, 1), (4, 5, 2), (2, 3, 0)]).tolist() == [0, 1, 2, 2, 0, 0]
+
+
+def test_hash_pairs_by_parts_finds_every_pair_within_the_bits_wherever_they_differ(small_chunks):
+    """Multi-index hashing compares only hashes that share a part: pairs 0..4 bits apart, the differing
+    bits anywhere (in one part, or spread over all), and a crowd of equal hashes, as brute force finds them."""
+    rng = np.random.default_rng(2)
+    hashes = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)
+    for k, bits in enumerate([0, 1, 2, 3, 4, 4, 5, 4]):
+        flips = rng.choice(64, bits, replace=False) if k != 5 else np.array([0, 1, 2, 3])  # k=5: one part
+        hashes[100 + k] = hashes[k] ^ np.uint64(sum(1 << int(b) for b in flips))
+    hashes[200:230] = hashes[199]  # a blank picture's hash, 31 times
+    n = len(hashes)
+    expected = {(i, j, _bits(int(hashes[i]), int(hashes[j]))) for i in range(n) for j in range(i + 1, n)
+                if _bits(int(hashes[i]), int(hashes[j])) <= 4}
+    found = list(similar.hash_pairs(hashes, 4))
+    assert set(found) == expected and found == sorted(found) and len(found) == len(set(found))
+    assert {(k, 100 + k) for k in range(8) if k != 6} <= {(i, j) for i, j, _ in found}
+    assert (6, 106) not in {(i, j) for i, j, _ in found}  # 5 bits apart
+
+
+def test_nearest_at_least_a_similarity_sorts_only_the_rows_that_have_such_neighbours(small_chunks):
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(60, 32)).astype(np.float32)
+    features[40] = features[5] + 0.01 * rng.normal(size=32)  # one near copy
+    everything, similarities = similar.nearest(features, k=3)
+    indices, close = similar.nearest(features, k=3, at_least=0.9)
+    for row in (5, 40):
+        np.testing.assert_array_equal(indices[row], everything[row])
+        np.testing.assert_allclose(close[row], similarities[row])
+    others = [r for r in range(60) if r not in (5, 40)]
+    assert (indices[others] == -1).all() and (close[others] == -1).all() and similarities[others].max() < 0.9

@@ -46,7 +46,7 @@ def near_pairs(digests: list[str], hashes: np.ndarray, unit: np.ndarray, readabl
         if digests[rows[a]] != digests[rows[b]]:
             keep(rows[a], rows[b], 1 - bits / 64, f"perceptual hashes {bits} bits apart")
     if len(rows) > 1:
-        indices, similarities = nearest(unit[rows], NEIGHBOURS)
+        indices, similarities = nearest(unit[rows], NEIGHBOURS, at_least=FEATURE_SIMILARITY)
         for a, b in zip(*np.nonzero(similarities >= FEATURE_SIMILARITY), strict=True):
             i, j = rows[a], rows[indices[a, b]]
             if digests[i] != digests[j]:
