@@ -316,6 +316,16 @@ def test_the_command_with_the_shipped_model(planted, tmp_path, catdog_home):
     for issue, n in Counter(r["issue"] for r in rows).items():  # a card counts what its section shows
         assert f"<b>{n:,}</b><span>{issue}" in page and f'<h2 id="{issue}">{issue}: {n}' in page
     assert (tmp_path / "exclude.csv").read_text().startswith("path,sha256,issue,score,reason")
+    # The slower label check through the CLI: the looks come from the cache, the top blocks are trained.
+    tuned = _cli("audit", data, "--runtime", "keras", "--format", "csv", "--fine-tune", "--quiet", "--report",
+                 tmp_path / "tuned", env=env)
+    assert tuned.returncode == 0 and tuned.stderr == "", tuned.stderr
+    assert "label errors from the top blocks fine-tuned" in (tmp_path / "tuned" / "audit.html").read_text()
+    assert "label errors from the top blocks fine-tuned" not in page
+    tuned_rows = {r["path"]: r["issues"].split(";") for r in csv.DictReader(io.StringIO(tuned.stdout))}
+    for issue in ("conflict", "duplicate", "unreadable", "low_quality"):
+        assert issue in tuned_rows[expected[issue]], (issue, tuned_rows.get(expected[issue]))
+    assert list((catdog_home / "audit").glob("*/maps-*.f16"))
     refused = _cli("audit", tmp_path / "missing.zip", env=env)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "missing.zip" in refused.stderr
 
@@ -358,3 +368,69 @@ def test_a_real_dog_labelled_cat_and_a_blank_among_real_photos(tmp_path):
     assert "label_error" in top.get("train/cat.999999.jpg", []), rows[:25]
     assert {"neither", "low_quality"} <= set(top.get("train/dog.999999.png", []))
     assert sum("neither" in row["issues"] for row in rows) < 25  # of 500 photos of cats and dogs
+    # The slower check: the top blocks fine-tuned on each fold (the looks are cached: only they run).
+    tuned = audit(tmp_path / "data", runtime="keras", fine_tune=True)
+    assert tuned.seconds["fine_tune"] > 0
+    top = {row["path"]: row["issues"] for row in tuned.rows[:25]}
+    assert "label_error" in top.get("train/cat.999999.jpg", []), tuned.rows[:25]
+    assert sum("label_error" in row["issues"] for row in tuned.rows) < 15
+
+
+def _toy_blocks(channels: int = 8):
+    """A stand-in for the ImageNet top blocks: a convolution, BatchNorm and the pooling."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    maps = keras.Input((4, 4, channels))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 1, activation="relu")(maps))
+    return keras.Model(maps, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_fine_tuned_blocks_flag_the_flipped_labels_and_start_each_fold_from_the_same_weights(tmp_path):
+    from catdog.audit import fine_tuned
+    from catdog.data.rows import RowsFile
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 120)
+    values = rng.normal(size=(240, 4, 4, 8)).astype(np.float16)
+    values[..., 0] += np.where(labels == 1, 2.0, -2.0)[:, None, None]  # what tells the classes apart
+    maps = RowsFile(tmp_path / "maps.f16", (4, 4, 8), np.float16, 240, create=True)
+    maps.write(0, values)
+    flipped = np.array([4, 70, 150, 233])
+    given = labels.copy()
+    given[flipped] = 1 - given[flipped]
+    readable = np.ones(240, bool)
+    readable[7] = False  # an unreadable picture is never judged
+    blocks = _toy_blocks()
+    before = [w.copy() for w in blocks.get_weights()]
+    p_one = fine_tuned.out_of_sample(maps, blocks, given, readable, np.arange(240), epochs=2)
+    assert p_one[7] == 0.5
+    found = [index for index, _, _ in label_errors.label_issues(p_one[readable], given[readable])]
+    found = np.flatnonzero(readable)[found]
+    assert set(flipped) <= set(found[:8]) and len(found) < 16
+    for a, b in zip(before, blocks.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trunk_maps_are_the_bottoms_on_litert_and_made_once(tmp_path, monkeypatch):
+    import keras
+
+    from catdog.audit import fine_tuned
+    from catdog.data.images import load_image
+
+    pixels = keras.Input((None, None, 3))
+    resized = keras.layers.Rescaling(1 / 255)(keras.layers.Resizing(32, 32)(pixels))
+    bottom = keras.Model(pixels, keras.layers.Conv2D(8, 3, strides=8)(resized))
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"p{i}.png")
+        Image.fromarray(smooth_photo(i, 48)).save(files[-1])
+    digests = ["a", "b", "", "d", "e"]  # the third is unreadable
+    maps = fine_tuned.trunk_maps([str(f) for f in files], digests, bottom, 32, tmp_path / "cache", batch_size=2)
+    expected = bottom.predict(np.stack([load_image(f, size=32) for f in files]).astype(np.float32), verbose=0)
+    got = maps.read(range(5)).astype(np.float32)
+    np.testing.assert_allclose(got[[0, 1, 3, 4]], expected[[0, 1, 3, 4]], atol=0.02)
+    assert not got[2].any()
+    monkeypatch.setattr(fine_tuned, "_litert", lambda *args: pytest.fail("made again"))
+    again = fine_tuned.trunk_maps([str(f) for f in files], digests, bottom, 32, tmp_path / "cache")
+    np.testing.assert_array_equal(again.read(range(5)), maps.read(range(5)))

@@ -24,7 +24,8 @@ import numpy as np
 
 from catdog.audit import checks, label_errors, pairs
 from catdog.audit.scan import Looks, pet_masses, scan
-from catdog.audit.view import load_view
+from catdog.audit.view import audit_home, load_view
+from catdog.console import quiet_stderr
 from catdog.data import similar
 from catdog.data.prepare import CLASS_NAMES, resolve_source, source_root
 from catdog.data.prepare import scan as list_files
@@ -89,22 +90,51 @@ def _out_of_sample(unit: np.ndarray, labels: list[str], groups: np.ndarray, read
     return p_dog
 
 
+def _fine_tuned(model, files: list[str], labels: list[str], looks: Looks, groups: np.ndarray, view,
+                batch_size: int) -> np.ndarray:
+    """(N,) P(dog) for every picture from `model`'s ImageNet top blocks fine-tuned without its fold."""
+    from catdog.inference import model_files
+
+    with quiet_stderr():  # TensorFlow's native log lines as it loads (the pass itself ran on LiteRT alone)
+        from catdog.audit import fine_tuned
+
+        bottom, blocks = fine_tuned.imagenet_blocks(model_files.resolve(model, "keras"))
+    maps = fine_tuned.trunk_maps(files, looks.digests, bottom, view.image_size, audit_home() / view.key, batch_size)
+    y = np.array([CLASS_NAMES.index(label) for label in labels])
+    return fine_tuned.out_of_sample(maps, blocks, y, np.array([bool(d) for d in looks.digests]), groups)
+
+
 def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "auto", val_fraction: float = 0.1,
           test_fraction: float = 0.1, split_seed: str = "catdog-v1", near_duplicate_bits: int = 0,
-          batch_size: int = 64) -> Result:
+          batch_size: int = 64, fine_tune: bool = False) -> Result:
     """Looks at every labelled picture of `data` (a zip or folder `prepare` reads) and returns the flagged ones.
 
     `model` (default: the shipped one) lends its ImageNet side; the split settings are those of the
-    `prepare` whose split the leak check judges.
+    `prepare` whose split the leak check judges. `fine_tune`: label errors from the ImageNet top blocks
+    fine-tuned on each fold (`catdog.audit.fine_tuned`; slower) instead of a linear model on their features.
     """
     started = time.perf_counter()
     root = source_root(resolve_source(data))
     labelled, _, _ = list_files(root)
+    files = [str(root / rel) for rel, _ in labelled]
+    view = load_view(model, runtime)
+    looks = scan(files, view, batch_size)
+    seconds = {"look": time.perf_counter() - started}
+    labels = [label for _, label in labelled]
+    tune = (lambda groups: _fine_tuned(model, files, labels, looks, groups, view, batch_size)) if fine_tune else None
+    result = judge(labelled, looks, root, val_fraction, test_fraction, split_seed, near_duplicate_bits, tune)
+    result.seconds = {**seconds, **result.seconds}
+    return result
+
+
+def judge(labelled: list[tuple], looks: Looks, root: Path, val_fraction: float = 0.1, test_fraction: float = 0.1,
+          split_seed: str = "catdog-v1", near_duplicate_bits: int = 0, tune=None) -> Result:
+    """The flags of `labelled` ((path, label) pairs under `root`) from what the pass saw of them (`looks`);
+    `tune(groups)`, where given, gives P(dog) for the label check instead of the linear model (`audit`)."""
+    started = time.perf_counter()
     paths = [str(rel) for rel, _ in labelled]
     labels = [label for _, label in labelled]
-    view = load_view(model, runtime)
-    looks = scan([str(root / p) for p in paths], view, batch_size)
-    seconds = {"look": time.perf_counter() - started}
+    seconds = {}
     readable = np.array([error is None for error in looks.errors], bool)
     splits = _splits(labelled, looks, split_seed, val_fraction, test_fraction, near_duplicate_bits)
     reduced = label_errors.reduced(looks.features[readable]) if readable.sum() > 2 else np.zeros((readable.sum(), 1))
@@ -112,7 +142,12 @@ def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "aut
     unit[readable] = reduced
     found = pairs.near_pairs(looks.digests, looks.phash, unit, readable)
     groups = linked_groups(len(paths), [(p.first, p.second) for p in found])
-    p_dog = _out_of_sample(unit, labels, groups, readable)
+    if tune is not None and readable.sum() > 2:
+        tuning = time.perf_counter()
+        p_dog = tune(groups)
+        seconds["fine_tune"] = time.perf_counter() - tuning
+    else:
+        p_dog = _out_of_sample(unit, labels, groups, readable)
     confidence = np.where(np.array([label == CLASS_NAMES[1] for label in labels]), p_dog, 1 - p_dog)
     unusual = np.zeros(len(paths))
     unusual[readable] = similar.unusual(looks.features[readable])
@@ -121,7 +156,7 @@ def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "aut
              *pairs.pair_flags(found, paths, labels, splits)]
     if readable.sum() > 2:
         flags += _label_flags(p_dog, labels, readable, looks)
-    seconds["judge"] = time.perf_counter() - started - seconds["look"]
+    seconds["judge"] = time.perf_counter() - started - seconds.get("fine_tune", 0.0)
     return Result(_rows(flags, paths, labels, splits, looks.digests), root, looks, paths, flags, seconds)
 
 

@@ -12,6 +12,8 @@ where that is not its label, it is a label issue, ranked by how far the other cl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -34,20 +36,27 @@ def reduced(features: np.ndarray, components: int = COMPONENTS, seed: int = 0) -
     return projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
 
 
-def out_of_sample(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> np.ndarray:
-    """P(label 1) for every row from a logistic regression fitted on the other folds; rows of a
-    group (a picture and its near-duplicates) always share a fold."""
+def folds(labels: np.ndarray, groups: np.ndarray, count: int = FOLDS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held) row indices of up to `count` folds, rows of a group (a picture and its near-duplicates)
+    always in one fold; none where there are fewer than 2 groups or 2 labels, and only folds whose fitting
+    part has both labels."""
+    labels = np.asarray(labels)
+    count = min(count, len(np.unique(groups)))
+    if count < 2 or len(np.unique(labels)) < 2:
+        return
+    for fit, held in GroupKFold(count).split(labels, labels, groups):
+        if len(np.unique(labels[fit])) == 2:
+            yield fit, held
+
+
+def out_of_sample(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, count: int = FOLDS) -> np.ndarray:
+    """P(label 1) for every row from a logistic regression fitted on the other folds (`folds`; 0.5 where
+    no fold holds the row out)."""
     labels = np.asarray(labels)
     p = np.full(len(labels), 0.5)
-    folds = min(folds, len(np.unique(groups)))
-    if folds < 2 or len(np.unique(labels)) < 2:
-        return p
-    for fit, held in GroupKFold(folds).split(features, labels, groups):
-        if len(np.unique(labels[fit])) < 2:
-            continue
+    for fit, held in folds(labels, groups, count):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-        model.fit(features[fit], labels[fit])
-        p[held] = model.predict_proba(features[held])[:, 1]
+        p[held] = model.fit(features[fit], labels[fit]).predict_proba(features[held])[:, 1]
     return p
 
 

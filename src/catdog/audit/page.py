@@ -26,11 +26,11 @@ NOTES = {
     "unreadable": "Files that no image decoder could read.",
     "conflict": "The same picture, or nearly, under both labels: one of the two labels is wrong.",
     "label_error": "Pictures whose label the rest of the data contradicts: a model that never saw them (5-fold "
-                   "logistic regression on ImageNet features) is surer of the other class than it usually is of "
-                   "that class (confident learning).",
+                   "logistic regression on ImageNet features; with --fine-tune, ImageNet's top blocks fine-tuned "
+                   "on each fold) is surer of the other class than it usually is of that class (confident learning).",
     "neither": "No cat or dog seen by ImageNet's classifier (118 dog breeds, 5 cats), in the whole picture or "
-               "in any of 9 parts of it; the most unusual pictures of the set first. Its likeliest names are under "
-               "each picture.",
+               "in any of 9 parts of it, or little of one in a picture unlike the rest of the set; the most unusual "
+               "pictures of the set first. Its likeliest names are under each picture.",
     "both": "Perhaps a cat and a dog: the fine-tuned classifier calls parts of the picture cat and other parts "
             "dog. A weak check: a part of one black or long-haired animal can look like the other.",
     "leak": "Nearly the same picture in two splits of `catdog prepare`: the copy in validation or test is no "
@@ -90,7 +90,9 @@ def render(result: Result, source: str) -> str:
               for issue in ISSUES if counts[issue]]
     parts = [f"<h1>catdog audit: {e(source)}</h1>",
              f"<p class=sub>{len(result.paths):,} pictures in {e(str(result.root))}; made "
-             f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {sum(result.seconds.values()):.0f} s</p>",
+             f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {sum(result.seconds.values()):.0f} s"
+             f"{'; label errors from the top blocks fine-tuned on each fold' if 'fine_tune' in result.seconds else ''}"
+             "</p>",
              '<div class="cards">' + "".join(f"<div class=card><b>{e(v)}</b><span>{e(k)}</span></div>"
                                              for k, v in cards) + "</div>",
              "<nav>" + " · ".join(f'<a href="#{issue}">{issue} ({len(by_issue[issue])})</a>'

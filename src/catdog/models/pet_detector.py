@@ -130,6 +130,17 @@ def imagenet_view(model: keras.Model, tuned_windows: bool = True) -> keras.Model
     return keras.Model(pixels, outputs, name="imagenet_view")
 
 
+def imagenet_blocks(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) of a model with the pet detector, split where fine-tuning starts: `bottom` takes
+    pixels to the shared trunk's maps (resizing and scaling included), `top` takes those maps through
+    the *original* ImageNet top blocks to their pooled features. What `catdog audit --fine-tune` trains
+    again, from ImageNet's weights, on each fold."""
+    trunk, top = _detector_parts(model)
+    pixels = keras.Input((None, None, 3), name="pixels")
+    bottom = keras.Model(pixels, trunk(_scaled(model, pixels, trunk), training=False), name="bottom")
+    return bottom, keras.Model(top.input, _pooling(top).output, name="imagenet_blocks")
+
+
 def _pooling(top: keras.Model) -> keras.layers.Layer:
     return next(layer for layer in top.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
 
