@@ -91,7 +91,7 @@ def _out_of_sample(unit: np.ndarray, labels: list[str], groups: np.ndarray, read
 
 
 def _fine_tuned(model, files: list[str], labels: list[str], looks: Looks, groups: np.ndarray, view,
-                batch_size: int) -> np.ndarray:
+                batch_size: int, runtime: str) -> np.ndarray:
     """(N,) P(dog) for every picture from `model`'s ImageNet top blocks fine-tuned without its fold."""
     from catdog.inference import model_files
 
@@ -99,7 +99,8 @@ def _fine_tuned(model, files: list[str], labels: list[str], looks: Looks, groups
         from catdog.audit import fine_tuned
 
         bottom, blocks = fine_tuned.imagenet_blocks(model_files.resolve(model, "keras"))
-    maps = fine_tuned.trunk_maps(files, looks.digests, bottom, view.image_size, audit_home() / view.key, batch_size)
+    maps = fine_tuned.trunk_maps(files, looks.digests, bottom, view.image_size, audit_home() / view.key, batch_size,
+                                 runtime)
     y = np.array([CLASS_NAMES.index(label) for label in labels])
     return fine_tuned.out_of_sample(maps, blocks, y, np.array([bool(d) for d in looks.digests]), groups)
 
@@ -121,7 +122,8 @@ def audit(data=None, model: str | os.PathLike | None = None, runtime: str = "aut
     looks = scan(files, view, batch_size)
     seconds = {"look": time.perf_counter() - started}
     labels = [label for _, label in labelled]
-    tune = (lambda groups: _fine_tuned(model, files, labels, looks, groups, view, batch_size)) if fine_tune else None
+    tune = (lambda groups: _fine_tuned(model, files, labels, looks, groups, view, batch_size, runtime)) \
+        if fine_tune else None
     result = judge(labelled, looks, root, val_fraction, test_fraction, split_seed, near_duplicate_bits, tune)
     result.seconds = {**seconds, **result.seconds}
     return result
