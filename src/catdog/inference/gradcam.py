@@ -33,7 +33,7 @@ def _load_keras(model):
     if isinstance(model, keras_runtime.keras.Model):
         return model
     path = model_files.keras_source(model_files.resolve(model, "keras"))
-    return keras_runtime.keras.saving.load_model(path, compile=False)
+    return keras_runtime.load_model(path)
 
 
 def _logit_model(model):

@@ -21,6 +21,13 @@ with quiet_stderr():  # TensorFlow writes oneDNN notices to fd 2 as it loads
     from catdog.models import layers as _registers_custom_layers  # noqa: F401  (Keras finds them by name)
 
 
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """The model in a `.keras` file, uncompiled. TensorFlow writes a oneDNN notice to fd 2 as it makes
+    float16 weights on a CPU without AVX-512 (an AMD EPYC, for one); it is held back, as at import."""
+    with quiet_stderr(discard=(Exception,)):
+        return keras.saving.load_model(path, compile=False)
+
+
 def resize_height(model: keras.Model) -> int:
     """The side of the model's own Resizing layer (0 if it has none)."""
     for layer in model.layers:
@@ -39,7 +46,7 @@ class KerasRuntime:
     def __init__(self, path: str | os.PathLike, detector: bool = True):
         self.path = Path(path)
         try:
-            self.model = keras.saving.load_model(self.path, compile=False)
+            self.model = load_model(self.path)
         except Exception as error:  # a truncated, corrupt or foreign file: Keras raises many kinds
             reason = " ".join(str(error).split())[:200] or type(error).__name__
             raise ModelError(f"{self.path}: not a loadable Keras model ({reason})") from None
