@@ -89,7 +89,8 @@ def nearest(features: np.ndarray, k: int = 5, at_least: float = -np.inf) -> tupl
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # never itself
         chosen = np.flatnonzero(block.max(axis=1) >= at_least) if k and np.isfinite(at_least) else \
             np.arange(len(block) if k else 0)
-        block = block[chosen]
+        if len(chosen) < len(block):  # else all rows: no copy of the block
+            block = block[chosen]
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1)
         found = np.take_along_axis(top, order, axis=1)
