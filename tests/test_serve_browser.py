@@ -87,8 +87,13 @@ def test_drop_two_pictures_and_see_the_same_labels_as_the_api(server, browser_pa
         expected = api_label(server, name, data)
         shown = card_text(page, name)
         assert shown["label"] == expected["label"]
-        assert shown["p"] == f"p(dog) {expected['p_dog']:.3f}"
-        assert float(shown["meter"]) == pytest.approx(expected["p_dog"] * 100, abs=0.06)
+        # The API's p_dog to three decimals. The server's batcher may answer the page's two uploads in
+        # one batch, and Keras's answer for a picture moves with the batch it is in (blobs-1 with the
+        # shipped model: p_dog 0.42747 alone, 0.42759 beside blobs-2, shown 0.427 and 0.428), so a step
+        # of the third decimal either way is allowed.
+        assert shown["p"].startswith("p(dog) ") and len(shown["p"].split(".")[-1]) == 3
+        assert float(shown["p"].split()[-1]) == pytest.approx(expected["p_dog"], abs=0.0015)
+        assert float(shown["meter"]) == pytest.approx(expected["p_dog"] * 100, abs=0.15)
     page.get_by_text("2 photos classified").wait_for()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-desktop.png"), full_page=True)
