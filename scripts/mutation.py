@@ -84,7 +84,7 @@ def _scratch(name: str, target: Target, work: Path, resume: bool = False) -> Pat
         'source_paths = ["src"]\n'
         f"only_mutate = {_toml_list([target.source])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-n", "0"]\n'  # in mutmut's process: no xdist workers
         "use_git_change_detection = false\n"
         # Each mutant's tests run in a child forked from a server that has imported them but run no
         # TensorFlow op: a child forked from a process whose TensorFlow threads had started (mutmut's
