@@ -19,13 +19,7 @@ with quiet_stderr():  # TensorFlow writes oneDNN notices to fd 2 as it loads
     import tensorflow as tf
 
     from catdog.models import layers as _registers_custom_layers  # noqa: F401  (Keras finds them by name)
-
-
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """The model in a `.keras` file, uncompiled. TensorFlow writes a oneDNN notice to fd 2 as it makes
-    float16 weights on a CPU without AVX-512 (an AMD EPYC, for one); it is held back, as at import."""
-    with quiet_stderr(discard=(Exception,)):
-        return keras.saving.load_model(path, compile=False)
+    from catdog.models.builders import load_model
 
 
 def resize_height(model: keras.Model) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from catdog.config import BACKBONES, Config
+from catdog.console import quiet_stderr
 from catdog.models.layers import ImageNetScaling
 
 
@@ -148,13 +149,21 @@ def cpu_has_bfloat16() -> bool | None:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """The model in a `.keras` file (catdog's own layers registered). TensorFlow writes a oneDNN notice
+    to fd 2 as it makes float16 weights on a CPU without AVX-512 (an AMD EPYC, for one); it is held
+    back, as at import, so that `--quiet` stays quiet wherever a model is loaded."""
+    with quiet_stderr(discard=(Exception,)):
+        return keras.saving.load_model(path, compile=compile)
+
+
 def save_float32(path: str | os.PathLike, cfg: Config) -> None:
     """Rewrites the model at `path` as float32 throughout (same weights), so a model trained in
     bfloat16 predicts, calibrates and exports at full precision on any CPU. A float32 run's
     model is left as it is."""
     if cfg.precision == "float32":
         return
-    trained = keras.saving.load_model(path)
+    trained = load_model(path, compile=True)
     if not any(layer.dtype_policy.name.startswith("mixed") for layer in trained.get_layer("features").layers):
         return  # float32 already: a resumed run's, or one that calibrate has since extended
     with precision("float32"):

@@ -36,6 +36,7 @@ from catdog.inference.answers import (
     probabilities,
 )
 from catdog.inference.predictor import Predictor, expand_paths
+from catdog.models.builders import load_model
 from catdog.models.pet_detector import attach_pet_detector
 from catdog.training.prototypes import add_prototypes, prototype_count
 
@@ -166,7 +167,7 @@ def calibrate(run: str | os.PathLike, unknown_budget: float | None = None, unkno
                                  ("unknown_prototypes", unknown_prototypes)) if v is not None}
     cfg = config_lib.override(cfg, changes)
     val_ex = run_data.split(run_dir, "val", cfg.max_images, cfg.seed)
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_model(run_dir / "model.keras", compile=True)
     if cfg.unknown and cfg.model != "scratch" and not isinstance(model.output, dict):
         model = attach_pet_detector(model, cfg)
         keras.saving.save_model(model, run_dir / "model.keras")

@@ -432,7 +432,7 @@ def train(cfg: Config) -> Path:
                 model.save(run_dir / "model.keras")
                 runs.write_state(run_dir, state)
         elif transfer:
-            model.set_weights(keras.saving.load_model(run_dir / "model.keras").get_weights())
+            model.set_weights(model_lib.load_model(run_dir / "model.keras").get_weights())
         if not transfer or cfg.fine_tune_layers > 0:
             if transfer:
                 model_lib.unfreeze_top(model, cfg.fine_tune_layers)

@@ -270,7 +270,10 @@ def _run(cfg: Config, run_dir: Path, state: dict, save_state, model, train_ex, v
         if model is None:
             keras.utils.set_random_seed(cfg.seed)
             resumed_head = transfer and "head_val_loss" in state
-            model = keras.saving.load_model(run_dir / "model.keras") if resumed_head else model_lib.build_model(cfg)
+            if resumed_head:
+                model = model_lib.load_model(run_dir / "model.keras", compile=True)
+            else:
+                model = model_lib.build_model(cfg)
         source = views.source(model, cfg, run_dir, train_ex, val_ex, unreadable)
         if transfer and "head_val_loss" not in state:
             state["head_val_loss"] = _fit_head(source, cfg, run_dir, timed)
