@@ -217,13 +217,11 @@ def score_sets(predictor, non_pets: Path, pets: Mapping[str, list[str]], feature
 
 def feature_view(model: str | None, image_size: int) -> Callable[[list[str]], np.ndarray]:
     """paths -> the ImageNet side's pooled features (N, C) of the model's Keras file."""
-    import keras
-
     from catdog.inference.model_files import resolve
-    from catdog.models import layers  # noqa: F401  (Keras finds the custom layers by name)
+    from catdog.models.builders import load_model
     from catdog.training.prototypes import pet_features
 
-    model = keras.saving.load_model(resolve(model, "keras"), compile=False)
+    model = load_model(resolve(model, "keras"))
     return lambda paths: pet_features(model, paths, image_size)
 
 

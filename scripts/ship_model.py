@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from catdog.export.exporter import export, summary  # noqa: E402
 from catdog.inference.model_files import EXPORT_FILES, SHIPPED_MODEL  # noqa: E402
-from catdog.models import layers as _registers_custom_layers  # noqa: E402,F401  (Keras finds them by name)
+from catdog.models.builders import load_model  # noqa: E402
 
 LIMIT_BYTES = 25_000_000  # the largest file the repository takes
 
@@ -46,7 +46,7 @@ def main() -> None:
         return _update_calibration(run)
     if not args.data:
         parser.error("--data is needed to check the export")
-    model = keras.saving.load_model(run / "model.keras", compile=False)
+    model = load_model(run / "model.keras")
     to_float16_values(model)
     SHIPPED_MODEL.parent.mkdir(parents=True, exist_ok=True)
     model.save(SHIPPED_MODEL)
